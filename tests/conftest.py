@@ -1,0 +1,37 @@
+"""Shared fixtures: a real zerank-shaped checkpoint (random Qwen3 weights, real Qwen3 tokenizer), built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from zerank_integrations.testing import build_test_checkpoint, find_qwen3_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ZERANK_SHARED_DIR", REPO_ROOT.parent / "shared"))
+DATASETS = SHARED / "datasets"
+
+# Tests never reach the network: every model and tokenizer is local.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def qwen3_tokenizer_dir() -> Path:
+    return find_qwen3_tokenizer(REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir: Path) -> Path:
+    """A small zerank-shaped checkpoint on disk, loaded by path like ``zeroentropy/zerank-2``."""
+    return build_test_checkpoint(tmp_path_factory.mktemp("zerank-test"), qwen3_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    if not (DATASETS / "scifact" / "corpus.jsonl").is_file():
+        pytest.fail(f"shared BEIR collections not found under {DATASETS} (set ZERANK_SHARED_DIR)")
+    return DATASETS
