@@ -35,3 +35,15 @@ def datasets_dir() -> Path:
     if not (DATASETS / "scifact" / "corpus.jsonl").is_file():
         pytest.fail(f"shared BEIR collections not found under {DATASETS} (set ZERANK_SHARED_DIR)")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def med_chroma(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
+    """MED ingested once per test session into the collection `demo` uses (embedding is the slow part)."""
+    from zerank_integrations.cli import DEMO_COLLECTION
+    from zerank_integrations.retrieval import ChromaStore, load_beir
+
+    path = tmp_path_factory.mktemp("zerank-med-chroma")
+    store = ChromaStore.open(DEMO_COLLECTION, path=path, create=True)
+    store.upsert(load_beir(datasets_dir / "med").corpus)
+    return path

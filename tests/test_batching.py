@@ -26,6 +26,11 @@ def test_plan_covers_every_item_once_within_budget(seed: int) -> None:
     assert real / slots >= 0.95
 
 
+def test_rows_per_batch_are_capped() -> None:
+    batches = plan_batches([1] * 1000, 1_000_000, batch_overhead_tokens=10**6, max_batch_size=300)
+    assert len(batches) == 4 and max(len(b) for b in batches) == 300 and sum(map(len, batches)) == 1000
+
+
 def test_oversized_item_gets_its_own_batch() -> None:
     batches = plan_batches([10, 5000, 10], 1000)
     assert batches[0] == [1] and sorted(batches[1]) == [0, 2]

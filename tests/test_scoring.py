@@ -173,10 +173,17 @@ def test_rank_orders_best_first(scorer: ZerankScorer, corpus: list[str]) -> None
     assert len(scorer.rank("What causes cancer?", docs, top_n=100)) == len(docs)
 
 
-def test_ties_keep_input_order(scorer: ZerankScorer) -> None:
-    ranked = scorer.rank("q", ["same text", "other", "same text", "same text"])
-    same = [i for i, _ in ranked if i != 1]
-    assert same == [0, 2, 3]
+def test_ties_keep_input_order(checkpoint_dir: Path, corpus: list[str]) -> None:
+    # A tiny budget puts every pair in its own batch: equal texts must still tie exactly.
+    scorer = ZerankScorer(str(checkpoint_dir), batch_tokens=16, prefix_reuse=False)
+    docs = [corpus[0], "other", " " + corpus[0], corpus[1], corpus[0] + "\n"]
+    before = scorer.stats
+    scores = scorer.score("q", docs)
+    work = scorer.stats - before
+    assert scores[0] == scores[2] == scores[4]
+    same = [i for i, _ in scorer.rank("q", docs) if i in (0, 2, 4)]
+    assert same == [0, 2, 4]
+    assert work.pairs == 5 and work.forward_passes == 3  # identical pairs are computed once
 
 
 def test_bad_input(scorer: ZerankScorer) -> None:
@@ -245,6 +252,21 @@ def test_pickled_weights_are_refused(tmp_path: Path, checkpoint_dir: Path) -> No
     assert not list(target.glob("*.safetensors"))
     with pytest.raises(ModelLoadError, match="pickled"):
         ZerankScorer(str(target))
+
+
+def test_remote_code_is_never_run(tmp_path: Path, checkpoint_dir: Path) -> None:
+    target = tmp_path / "custom-code"
+    target.mkdir()
+    marker = tmp_path / "code-ran"
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "model.safetensors"):
+        (target / name).write_bytes((checkpoint_dir / name).read_bytes())
+    config = json.loads((checkpoint_dir / "config.json").read_text())
+    config.update(model_type="zerank_custom", auto_map={"AutoModelForCausalLM": "evil.EvilModel"})
+    (target / "config.json").write_text(json.dumps(config))
+    (target / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    with pytest.raises(ModelLoadError, match="custom-code"):
+        ZerankScorer(str(target))
+    assert not marker.exists()
 
 
 def test_one_loaded_model_per_settings(checkpoint_dir: Path) -> None:

@@ -14,15 +14,17 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from zerank_integrations.accounting import TokenLedger, TokenSavings
     from zerank_integrations.scoring import ScoringStats, ZerankScorer
+    from zerank_integrations.serving.client import RemoteScorer
 
 _LAZY = {
     "ZerankScorer": "zerank_integrations.scoring",
     "ScoringStats": "zerank_integrations.scoring",
     "TokenLedger": "zerank_integrations.accounting",
     "TokenSavings": "zerank_integrations.accounting",
+    "RemoteScorer": "zerank_integrations.serving.client",
 }
 
-__all__ = ["ScoringStats", "TokenLedger", "TokenSavings", "ZerankScorer", "__version__"]
+__all__ = ["RemoteScorer", "ScoringStats", "TokenLedger", "TokenSavings", "ZerankScorer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

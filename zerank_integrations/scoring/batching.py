@@ -13,11 +13,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int, *, batch_overhead_tokens: int = 64) -> list[list[int]]:
+def plan_batches(
+    lengths: Sequence[int], batch_tokens: int, *, batch_overhead_tokens: int = 64, max_batch_size: int = 512
+) -> list[list[int]]:
     """Group indices into batches, longest first, each within ``batch_tokens`` padded slots.
 
     Minimises ``sum(rows * longest + batch_overhead_tokens)`` over contiguous runs of the length-sorted
-    order. A single item longer than the budget gets a batch of its own (it must be scored anyway).
+    order. A single item longer than the budget gets a batch of its own (it must be scored anyway). At most
+    ``max_batch_size`` rows per batch, which also bounds the planning work to O(n * max_batch_size).
     """
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
@@ -30,7 +33,7 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, *, batch_overhead_to
     cut = [n] * (n + 1)
     for start in range(n - 1, -1, -1):
         longest = sorted_lengths[start]  # descending order: the first row is the longest
-        max_rows = max(1, batch_tokens // longest)
+        max_rows = max(1, min(batch_tokens // longest, max_batch_size))
         best[start] = float("inf")
         for end in range(start + 1, min(n, start + max_rows) + 1):
             cost = (end - start) * longest + batch_overhead_tokens + best[end]

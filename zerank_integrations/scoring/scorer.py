@@ -144,6 +144,11 @@ class ZerankScorer:
         return self._loaded.dtype
 
     @property
+    def loaded_model(self) -> LoadedModel:
+        """The process-wide model this scorer uses: the same object for every scorer with the same settings."""
+        return self._loaded
+
+    @property
     def stats(self) -> ScoringStats:
         """A snapshot of the cumulative counters (subtract two snapshots for one call's work)."""
         with self._stats_lock:
@@ -208,33 +213,27 @@ class ZerankScorer:
             )
         return logits if raw else [logit_to_probability(v) for v in logits]
 
-    def _encode(self, pairs: Sequence[tuple[str, str]]) -> list[_Group]:
-        """Tokenize each distinct query once and all documents in one batch call, then assemble pairs."""
+    def _encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[_Group], list[bool]]:
+        """Tokenize each distinct query once and all documents in one batch call, then assemble pairs.
+
+        ``pairs`` are already stripped. Returns the pairs grouped by query, and which pairs were truncated.
+        """
         loaded = self._loaded
-        queries = list(dict.fromkeys(query.strip() for query, _ in pairs))
+        queries = list(dict.fromkeys(query for query, _ in pairs))
         with loaded.tokenizer_lock:  # HF fast tokenizers are not safe for concurrent use
             query_ids = loaded.tokenizer(queries, add_special_tokens=False)["input_ids"]
-            doc_ids = loaded.tokenizer([doc.strip() for _, doc in pairs], add_special_tokens=False)["input_ids"]
+            doc_ids = loaded.tokenizer([doc for _, doc in pairs], add_special_tokens=False)["input_ids"]
         query_index = {query: i for i, query in enumerate(queries)}
         groups: dict[int, _Group] = {}
-        truncated = 0
+        truncated: list[bool] = []
         for position, ((query, _), ids) in enumerate(zip(pairs, doc_ids, strict=True)):
-            q = query_index[query.strip()]
+            q = query_index[query]
             encoded = loaded.template.encode(query_ids[q], ids, self.max_length)
-            truncated += encoded.truncated
-            groups.setdefault(q, _Group([], [])).pairs.append(encoded)
-            groups[q].positions.append(position)
-        if truncated:
-            self._warn_truncation(truncated)
-        with self._stats_lock:
-            self._stats = ScoringStats(
-                self._stats.pairs + len(pairs),
-                self._stats.forward_passes,
-                self._stats.real_tokens,
-                self._stats.computed_tokens,
-                self._stats.truncated_pairs + truncated,
-            )
-        return list(groups.values())
+            truncated.append(encoded.truncated)
+            group = groups.setdefault(q, _Group([], []))
+            group.pairs.append(encoded)
+            group.positions.append(position)
+        return list(groups.values()), truncated
 
     def _warn_truncation(self, count: int) -> None:
         if self._warned_truncation:
@@ -253,8 +252,12 @@ class ZerankScorer:
         return bool(self.prefix_reuse) and len(group.pairs) >= 2
 
     def _score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        groups = self._encode(pairs)
-        logits = [0.0] * len(pairs)
+        """Logits in input order. Identical (query, document) pairs are scored once: equal texts get equal
+        scores whatever batch they would have landed in, so ties stay ties, and duplicates cost nothing."""
+        stripped = [(query.strip(), document.strip()) for query, document in pairs]
+        unique = list(dict.fromkeys(stripped))
+        groups, truncated = self._encode(unique)
+        logits = [0.0] * len(unique)
         plain: list[tuple[int, list[int]]] = []
         for group in groups:
             if self._uses_prefix(group):
@@ -267,11 +270,20 @@ class ZerankScorer:
                 )
         if plain:
             rows = [row for _, row in plain]
-            for (position, _), value in zip(
-                plain, self._run_batches(rows, lambda batch: yes_logits_full(self._loaded, batch)), strict=True
-            ):
+            values = self._run_batches(rows, lambda batch: yes_logits_full(self._loaded, batch))
+            for (position, _), value in zip(plain, values, strict=True):
                 logits[position] = value
-        return logits
+        where = {pair: i for i, pair in enumerate(unique)}
+        order = [where[pair] for pair in stripped]
+        shortened = sum(truncated[i] for i in order)
+        with self._stats_lock:
+            s = self._stats
+            self._stats = ScoringStats(
+                s.pairs + len(pairs), s.forward_passes, s.real_tokens, s.computed_tokens, s.truncated_pairs + shortened
+            )
+        if shortened:
+            self._warn_truncation(shortened)
+        return [logits[i] for i in order]
 
     def _score_with_prefix(self, pairs: list[EncodedPair]) -> list[float]:
         prefix = pairs[0].prefix

