@@ -64,7 +64,7 @@ def reference(checkpoint_dir: Path) -> Reference:
 
 @pytest.fixture(scope="module")
 def scorer(checkpoint_dir: Path) -> ZerankScorer:
-    return ZerankScorer(str(checkpoint_dir), max_length=MAX_LENGTH)
+    return ZerankScorer(str(checkpoint_dir))
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +143,11 @@ def test_scores_equal_reference(
         assert work.forward_passes > 20  # many small batches, same scores
 
 
-def test_score_per_query_equals_reference(scorer: ZerankScorer, reference: Reference, corpus: list[str]) -> None:
+def test_score_per_query_equals_reference(checkpoint_dir: Path, reference: Reference, corpus: list[str]) -> None:
+    scorer = ZerankScorer(str(checkpoint_dir), max_length=MAX_LENGTH)  # a fresh scorer: it warns once
     query = "What causes cancer?"
-    scores = scorer.score(query, corpus[:12])
+    with pytest.warns(UserWarning, match="shortened"):
+        scores = scorer.score(query, corpus[:12])
     expected = [logit_to_probability(reference.logit(query, doc, MAX_LENGTH)) for doc in corpus[:12]]
     assert scores == pytest.approx(expected, abs=1e-5)
     assert all(0.0 <= s <= 1.0 for s in scores)
@@ -323,7 +325,8 @@ def test_out_of_memory_splits_and_keeps_order(
     checkpoint_dir: Path, corpus: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scorer = ZerankScorer(str(checkpoint_dir), max_length=MAX_LENGTH, batch_tokens=100_000, prefix_reuse=False)
-    expected = scorer.score("what is a cell?", corpus[:16], raw=True)
+    with pytest.warns(UserWarning, match="shortened"):
+        expected = scorer.score("what is a cell?", corpus[:16], raw=True)
     real_forward = scorer_module.yes_logits_full
     refused: list[int] = []
     served: list[int] = []
