@@ -269,6 +269,48 @@ def test_eval_writes_fixed_shape_report(
     assert f"wrote {tmp_path / 'eval.json'}" in out
 
 
+def test_eval_refuses_a_foreign_collection_before_writing(
+    capsys: pytest.CaptureFixture[str], ingested: Path, datasets_dir: Path, tmp_path: Path
+) -> None:
+    """Evaluating into the user's own collection must not first pour 1,033 MED abstracts into it."""
+    before = sorted(ChromaStore.open("cli-docs", path=ingested).ids())
+    args = ["eval", "--beir", datasets_dir / "med", "--collection", "cli-docs", "--chroma-path", ingested]
+    code, _, err = run(capsys, *args, "--model", tmp_path / "unused", "--out", tmp_path / "out")
+    assert_one_line_error(code, err, "collection 'cli-docs' holds 13 documents that are not in", "nothing was written")
+    assert sorted(ChromaStore.open("cli-docs", path=ingested).ids()) == before and len(before) == 13
+
+
+def test_eval_checks_the_report_folder_first(
+    capsys: pytest.CaptureFixture[str], datasets_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "report"
+    args = ["eval", "--beir", datasets_dir / "med", "--chroma-path", tmp_path / "db", "--out", out]
+    code, _, err = run(capsys, *args, "--model", tmp_path / "unused")
+    assert_one_line_error(code, err, f"cannot write the report to {out}")
+    assert not (tmp_path / "db").exists()  # failed before any Chroma or embedding work
+
+
+def test_closed_output_pipe_is_not_a_traceback(ingested: Path) -> None:
+    """`zerank-integrations search ... | head -1`: the reader leaves early; no traceback, no stray error."""
+    script = shutil.which("zerank-integrations", path=str(BIN)) or shutil.which("zerank-integrations")
+    assert script is not None, "console script not installed (pip install -e .)"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [script, "search", "lens", "--chroma-path", str(ingested), "--collection", "cli-docs", "--no-rerank"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ""
+
+
 # -- serve and make-test-model ---------------------------------------------------------------------------
 
 

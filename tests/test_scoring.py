@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import threading
@@ -212,6 +213,23 @@ def test_bad_input(scorer: ZerankScorer) -> None:
     assert scorer.stats == before
 
 
+async def test_async_twins_refuse_what_sync_refuses(scorer: ZerankScorer) -> None:
+    """A single string must not be scored character by character just because it is iterable."""
+    before = scorer.stats
+    for call in (scorer.ascore("query", "abc"), scorer.arank("query", "abc", top_n=1)):
+        with pytest.raises(TypeError, match="not a single string"):
+            await call
+    with pytest.raises(TypeError, match="documents must be a sequence of strings, got NoneType"):
+        await scorer.ascore("query", None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"pairs must be a sequence of \(query, document\) tuples, got NoneType"):
+        scorer.score_pairs(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"pairs must be .* not a single string"):
+        await scorer.ascore_pairs("qd")  # type: ignore[arg-type]
+    assert scorer.stats == before  # refused before the model ran
+    docs = ["alpha", "beta"]
+    assert await scorer.ascore("query", (d for d in docs)) == scorer.score("query", docs)  # generators still work
+
+
 def test_empty_document_is_scored_and_inputs_untouched(scorer: ZerankScorer, reference: Reference) -> None:
     docs = ["", "text", "  "]
     snapshot = list(docs)
@@ -219,6 +237,25 @@ def test_empty_document_is_scored_and_inputs_untouched(scorer: ZerankScorer, ref
     assert len(scores) == 3 and docs == snapshot
     assert scores[0] == pytest.approx(reference.logit("query", ""), abs=1e-4)
     assert scores[2] == pytest.approx(scores[0], abs=1e-5)  # whitespace-only == empty after stripping
+
+
+def test_document_longer_than_the_tokenizer_limit(checkpoint_dir: Path) -> None:
+    """Our truncation handles it: no false "will result in indexing errors" from transformers, one warning."""
+    scorer = ZerankScorer(str(checkpoint_dir), max_length=64)
+    limit = scorer.loaded_model.tokenizer.model_max_length
+    huge = "word " * (limit + 10)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    hf_logger = logging.getLogger("transformers")  # transformers' own loggers do not propagate to the root
+    hf_logger.addHandler(handler)
+    try:
+        with pytest.warns(UserWarning, match=r"1 \(query, document\) pair\(s\) exceed max_length=64"):
+            scores = scorer.score("query", [huge, "short"])
+    finally:
+        hf_logger.removeHandler(handler)
+    assert len(scores) == 2 and (scorer.stats.truncated_pairs, scorer.stats.pairs) == (1, 2)
+    assert not [r for r in records if "indexing errors" in r.getMessage()]
 
 
 def test_settings_are_validated(checkpoint_dir: Path, reference: Reference) -> None:
@@ -241,6 +278,12 @@ def test_unloadable_models_are_named(tmp_path: Path, checkpoint_dir: Path) -> No
         ZerankScorer(str(missing))
     with pytest.raises(ModelLoadError, match=r"(?s)'nobody/zerank-nothing'.*pass its local directory"):
         ZerankScorer("nobody/zerank-nothing", local_files_only=True)
+
+
+def test_folder_without_a_model_is_named(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match=r"model '.*': the folder has no config\.json, so it is not a Hugging"):
+        ZerankScorer(str(tmp_path))
 
 
 def test_pickled_weights_are_refused(tmp_path: Path, checkpoint_dir: Path) -> None:

@@ -226,12 +226,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly, as shell tools do
+        if not _stdout_pipe_closed():
+            raise
+        _silence_stdout()
+        return 1
     except Exception as exc:
         if isinstance(exc, _user_error_types()):
             message = " ".join(str(exc).split())
             print(f"{PROG}: error: {message}", file=sys.stderr)
             return 1
         raise
+
+
+def _stdout_pipe_closed() -> bool:
+    """Whether stdout is the broken pipe (its reader is gone), not some other connection of ours."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no real stdout: it is the likeliest
+        return True
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -462,7 +486,10 @@ def _run_eval(
     from zerank_integrations.evaluation import evaluate, metrics_table, tokens_table, write_report
 
     _check_top(args)
+    if out is not None:  # before minutes of embedding and scoring, not after
+        _check_writable_folder(out)
     store = _open_store(args, collection_name, create=True)
+    _refuse_stray_documents(store, collection)
     _ingest(store, collection.corpus)
     total = store.count()
     if total != len(collection.corpus):
@@ -509,6 +536,33 @@ def _run_eval(
             raise CliError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
         print(f"\nwrote {paths['json']}, {paths['md']}, {paths['png']}")
     return result
+
+
+def _check_writable_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CliError(f"cannot write the report to {out}: permission denied")
+
+
+def _refuse_stray_documents(store: ChromaStore, collection: BeirCollection) -> None:
+    """Refuse, before writing anything, a collection holding documents from elsewhere.
+
+    Ingesting the evaluation corpus into, say, the user's own collection would both skew the metrics and
+    leave a thousand stray documents in their data.
+    """
+    if store.count() == 0:
+        return
+    corpus_ids = {doc.id for doc in collection.corpus}
+    stray = [doc_id for doc_id in store.ids() if doc_id not in corpus_ids]
+    if stray:
+        raise CliError(
+            f"collection {store.name!r} holds {len(stray):,} documents that are not in {collection.path} "
+            f"(e.g. {stray[0]!r}); nothing was written. Evaluate into a fresh --collection so stray documents "
+            "do not skew the metrics"
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -206,6 +206,10 @@ class ChromaStore:
     def count(self) -> int:
         return int(self.collection.count())
 
+    def ids(self) -> list[str]:
+        """Every document id in the collection (ids only: no texts or vectors are fetched)."""
+        return list(self.collection.get(include=[])["ids"])
+
     def _check_dimension(self) -> None:
         """Catch a same-named but different model (e.g. a moved folder) by vector size before Chroma does."""
         meta = dict(self.collection.metadata or {})

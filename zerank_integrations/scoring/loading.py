@@ -245,6 +245,12 @@ def _load_hint(name: str, revision: str | None, error: BaseException) -> str:
     reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
     message = f"could not load reranker model {where}: {reason}"
     if path.is_dir():
+        if not (path / "config.json").is_file():  # the loader's own error names a tokenizer class, not this
+            return (
+                f"could not load reranker model {where}: the folder has no config.json, so it is not a "
+                "Hugging Face model folder (point at the folder holding config.json, the tokenizer files and "
+                "*.safetensors)"
+            )
         if not list(path.glob("*.safetensors")) and (list(path.glob("*.bin")) or list(path.glob("*.pt"))):
             message += ". Only .safetensors weights are loaded (pickled weights can run code); convert them first"
         return message

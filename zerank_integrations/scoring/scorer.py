@@ -8,7 +8,7 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -172,7 +172,7 @@ class ZerankScorer:
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]:
         """Scores of (query, document) pairs with any mix of queries, batched together (for servers)."""
         checked: list[tuple[str, str]] = []
-        for index, pair in enumerate(pairs):
+        for index, pair in enumerate(_pair_list(pairs)):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"pair at index {index} must be a (query, document) tuple, got {pair!r:.80}")
             query, document = pair
@@ -193,14 +193,18 @@ class ZerankScorer:
         return rank_scores(self.score(query, documents), top_n)
 
     async def ascore(self, query: str, documents: Sequence[str], *, raw: bool = False) -> list[float]:
-        """``score`` in a worker thread: the event loop keeps running while the model works."""
-        return await asyncio.to_thread(self.score, query, list(documents), raw=raw)
+        """``score`` in a worker thread: the event loop keeps running while the model works.
+
+        Documents are validated (and a generator drained) here, on the caller's side, so a single string is
+        refused as ``score`` refuses it instead of being scored character by character.
+        """
+        return await asyncio.to_thread(self.score, query, validate_documents(documents), raw=raw)
 
     async def arank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
-        return await asyncio.to_thread(self.rank, query, list(documents), top_n)
+        return await asyncio.to_thread(self.rank, query, validate_documents(documents), top_n)
 
     async def ascore_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]:
-        return await asyncio.to_thread(self.score_pairs, list(pairs), raw=raw)
+        return await asyncio.to_thread(self.score_pairs, _pair_list(pairs), raw=raw)
 
     # -- internals ----------------------------------------------------------------------------------------
     @staticmethod
@@ -220,9 +224,11 @@ class ZerankScorer:
         """
         loaded = self._loaded
         queries = list(dict.fromkeys(query for query, _ in pairs))
+        # verbose=False: texts longer than the tokenizer's model_max_length are fine here (``encode`` cuts them
+        # to max_length); transformers' "will result in indexing errors" warning would be false.
         with loaded.tokenizer_lock:  # HF fast tokenizers are not safe for concurrent use
-            query_ids = loaded.tokenizer(queries, add_special_tokens=False)["input_ids"]
-            doc_ids = loaded.tokenizer([doc for _, doc in pairs], add_special_tokens=False)["input_ids"]
+            query_ids = loaded.tokenizer(queries, add_special_tokens=False, verbose=False)["input_ids"]
+            doc_ids = loaded.tokenizer([doc for _, doc in pairs], add_special_tokens=False, verbose=False)["input_ids"]
         query_index = {query: i for i, query in enumerate(queries)}
         groups: dict[int, _Group] = {}
         truncated: list[bool] = []
@@ -292,7 +298,7 @@ class ZerankScorer:
         rows = [pair.continuation for pair in pairs]
         return self._run_batches(rows, lambda batch: yes_logits_after_prefix(self._loaded, cache, batch))
 
-    def _run_batches(self, rows: list[list[int]], forward) -> list[float]:  # type: ignore[no-untyped-def]
+    def _run_batches(self, rows: list[list[int]], forward: Callable[[list[list[int]]], list[float]]) -> list[float]:
         """Score rows in planned batches; results come back in ``rows`` order."""
         lengths = [len(row) for row in rows]
         results = [0.0] * len(rows)
@@ -323,6 +329,16 @@ class ZerankScorer:
         logger.warning("out of memory on %s: splitting the batch and retrying", self.device)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _pair_list(pairs: object) -> list[object]:
+    """``pairs`` as a list; ``None``, a string or any non-iterable is refused with a message saying what is expected."""
+    if isinstance(pairs, (str, bytes)):
+        raise TypeError("pairs must be a sequence of (query, document) tuples, not a single string")
+    try:
+        return list(pairs)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"pairs must be a sequence of (query, document) tuples, got {type(pairs).__name__}") from None
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -7,7 +7,8 @@ query each pair belongs to, and resolves each request's asyncio future with its 
 
 One worker thread runs the model, so the event loop never blocks and forward passes never compete for the
 device. While that thread is busy, new requests queue up and form the next batch: under load the batch
-grows by itself, at low load a request waits at most ``max_wait_ms`` before it is scored.
+grows by itself. The ``max_wait_ms`` gathering window opens only under concurrency (several requests queued,
+or the previous batch held several): a lone client is scored at once and pays no added latency.
 
 If a combined batch fails, every request in it is retried on its own, so an error reaches only the
 request that caused it, never its neighbours.
@@ -99,6 +100,7 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self._in_flight: list[_Pending] = []
+        self._last_batch_requests = 0
         self._stats_lock = threading.Lock()
 
     @property
@@ -154,8 +156,10 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                # Give concurrent requests a moment to arrive, measured from the oldest waiting request.
-                deadline = self._queue[0].enqueued + self.max_wait_s
+                # Under concurrency, give other requests a moment to arrive (from the oldest one waiting);
+                # a lone client goes straight to the model.
+                concurrent = len(self._queue) > 1 or self._last_batch_requests > 1
+                deadline = self._queue[0].enqueued + (self.max_wait_s if concurrent else 0.0)
                 while self._queued_pairs() < self.max_batch_pairs:
                     remaining = deadline - time.perf_counter()
                     if remaining <= 0:
@@ -164,6 +168,7 @@ class MicroBatcher:
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
                     self._wakeup.clear()
                 batch = self._take_batch()
+                self._last_batch_requests = len(batch)
                 if batch:
                     await self._score(loop, batch)
 
