@@ -25,6 +25,7 @@ from zerank_integrations.base import rank_scores
 from zerank_integrations.cli import packaged_med
 from zerank_integrations.evaluation import retrieve
 from zerank_integrations.retrieval import BeirCollection, ChromaStore, load_beir
+from zerank_integrations.scoring import ModelLoadError
 
 
 def ledger_for(llm: str) -> tuple[TokenLedger, bool]:
@@ -54,8 +55,14 @@ def main() -> None:
     )
     parser.add_argument("--chroma-path", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
+    if args.top_k < 1 or not 1 <= args.top_n <= args.top_k:
+        parser.error(f"need 1 <= --top-n <= --top-k, got --top-n {args.top_n} --top-k {args.top_k}")
     llms = args.llm or ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5"]
 
+    try:  # load the model first: a wrong --model should fail before minutes of embedding
+        scorer = ZerankScorer(args.model)
+    except (ModelLoadError, ValueError) as error:
+        parser.exit(1, f"token_savings.py: error: {error}\n")
     collection = load(args)
     qids = collection.judged_query_ids()[: args.max_queries]
     with tempfile.TemporaryDirectory(prefix="zerank-tokens-") as tmp:
@@ -63,7 +70,6 @@ def main() -> None:
         store.upsert(collection.corpus)
         candidates = retrieve(store, {q: collection.queries[q] for q in qids}, depth=args.top_k)
 
-    scorer = ZerankScorer(args.model)
     ledgers = {llm: ledger_for(llm) for llm in llms}
     started = time.perf_counter()
     for qid in qids:

@@ -262,6 +262,8 @@ def test_settings_are_validated(checkpoint_dir: Path, reference: Reference) -> N
     template_tokens = len(reference.ids("", ""))
     with pytest.raises(ValueError, match=f"max_length=10 must exceed the {template_tokens} tokens"):
         ZerankScorer(str(checkpoint_dir), max_length=10)
+    with pytest.raises(ValueError, match="max_length=100000 exceeds the 8192 positions"):
+        ZerankScorer(str(checkpoint_dir), max_length=100_000)
     with pytest.raises(ValueError, match="batch_tokens must be a positive int"):
         ZerankScorer(str(checkpoint_dir), batch_tokens=0)
     with pytest.raises(ValueError, match="dtype 'int8' is not supported"):

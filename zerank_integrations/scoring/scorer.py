@@ -118,6 +118,11 @@ class ZerankScorer:
                 f"max_length={max_length} must exceed the {self._loaded.template.overhead} tokens of the "
                 "prompt template itself"
             )
+        positions = getattr(self._loaded.body.config, "max_position_embeddings", None)
+        if isinstance(positions, int) and max_length > positions:
+            raise ValueError(
+                f"max_length={max_length} exceeds the {positions} positions model {model!r} was trained for"
+            )
         self.model = model
         self.revision = revision
         self.max_length = max_length
@@ -242,9 +247,10 @@ class ZerankScorer:
         return list(groups.values()), truncated
 
     def _warn_truncation(self, count: int) -> None:
-        if self._warned_truncation:
-            return
-        self._warned_truncation = True
+        with self._stats_lock:  # once per scorer, even when threads truncate at the same moment
+            if self._warned_truncation:
+                return
+            self._warned_truncation = True
         message = (
             f"{count} (query, document) pair(s) exceed max_length={self.max_length} tokens and were shortened "
             "(document first, then query); the prompt template is kept whole. Warned once per scorer."
