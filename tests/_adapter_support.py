@@ -17,7 +17,7 @@ from types import ModuleType
 import numpy as np
 
 from zerank_integrations.base import rank_scores, validate_documents, validate_query
-from zerank_integrations.retrieval import Document, load_documents, read_queries_jsonl
+from zerank_integrations.retrieval import Document, load_documents
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
@@ -70,10 +70,6 @@ def shared_embedder() -> MemoEmbedder:
 def med_passages(datasets_dir: Path, limit: int = E2E_DOCS) -> list[Document]:
     """The first ``limit`` MED documents (``.id``, ``.content``), read by the package's BEIR reader."""
     return load_documents(datasets_dir / "med")[:limit]
-
-
-def med_queries(datasets_dir: Path) -> list[str]:
-    return list(read_queries_jsonl(datasets_dir / "med" / "queries.jsonl").values())
 
 
 class FixedScorer:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from zerank_integrations import ZerankScorer
 from zerank_integrations.testing import build_test_checkpoint, find_qwen3_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +48,17 @@ def med_chroma(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> 
     store = ChromaStore.open(DEMO_COLLECTION, path=path, create=True)
     store.upsert(load_beir(datasets_dir / "med").corpus)
     return path
+
+
+@pytest.fixture(scope="session")
+def scorer(checkpoint_dir: Path) -> ZerankScorer:
+    """The test checkpoint behind the default settings (the per-process model cache shares its weights)."""
+    return ZerankScorer(str(checkpoint_dir))
+
+
+@pytest.fixture(scope="session")
+def queries(datasets_dir: Path) -> list[str]:
+    """MED's judged questions, as real queries for end-to-end runs."""
+    from zerank_integrations.retrieval import read_queries_jsonl
+
+    return list(read_queries_jsonl(datasets_dir / "med" / "queries.jsonl").values())

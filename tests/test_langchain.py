@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _adapter_support import FixedScorer, load_example, med_passages, med_queries, shared_embedder
+from _adapter_support import FixedScorer, load_example, med_passages, shared_embedder
 from langchain_chroma import Chroma
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.callbacks import BaseCallbackHandler
@@ -20,16 +20,6 @@ from langchain_core.runnables import RunnablePassthrough
 
 from zerank_integrations import TokenLedger, ZerankScorer
 from zerank_integrations.langchain import ZerankRerank
-
-
-@pytest.fixture(scope="module")
-def scorer(checkpoint_dir: Path) -> ZerankScorer:
-    return ZerankScorer(str(checkpoint_dir))
-
-
-@pytest.fixture(scope="module")
-def queries(datasets_dir: Path) -> list[str]:
-    return med_queries(datasets_dir)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _adapter_support import FixedScorer, load_example, med_passages, med_queries, shared_embedder
+from _adapter_support import FixedScorer, load_example, med_passages, shared_embedder
 from llama_index.core import VectorStoreIndex
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
@@ -24,16 +24,6 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 from zerank_integrations import TokenLedger, ZerankScorer
 from zerank_integrations.accounting import get_encoding as tiktoken_encoding
 from zerank_integrations.llama_index import ZerankRerank
-
-
-@pytest.fixture(scope="module")
-def scorer(checkpoint_dir: Path) -> ZerankScorer:
-    return ZerankScorer(str(checkpoint_dir))
-
-
-@pytest.fixture(scope="module")
-def queries(datasets_dir: Path) -> list[str]:
-    return med_queries(datasets_dir)
 
 
 @pytest.fixture()

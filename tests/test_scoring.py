@@ -64,11 +64,6 @@ def reference(checkpoint_dir: Path) -> Reference:
 
 
 @pytest.fixture(scope="module")
-def scorer(checkpoint_dir: Path) -> ZerankScorer:
-    return ZerankScorer(str(checkpoint_dir))
-
-
-@pytest.fixture(scope="module")
 def corpus(datasets_dir: Path) -> list[str]:
     with open(datasets_dir / "scifact" / "corpus.jsonl", encoding="utf-8") as handle:
         rows = [json.loads(line) for _, line in zip(range(40), handle, strict=False)]

@@ -92,11 +92,6 @@ def request_workload(n: int) -> list[tuple[str, list[str]]]:
 
 # -- fixtures --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def scorer(checkpoint_dir: Path) -> ZerankScorer:
-    return ZerankScorer(str(checkpoint_dir))
-
-
-@pytest.fixture(scope="module")
 def server(scorer: ZerankScorer) -> Iterator[tuple[str, Any]]:
     # A generous batch window makes "64 concurrent requests share forward passes" independent of CI speed.
     app = create_app(scorer, max_request_bytes=MAX_REQUEST_BYTES, max_documents=MAX_DOCUMENTS, batch_wait_ms=100)
