@@ -10,6 +10,19 @@ import math
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+DEFAULT_MODEL = "zeroentropy/zerank-2"
+DEFAULT_MAX_LENGTH = 4096  # tokens per (query, document) prompt
+LOGIT_TEMPERATURE = 5.0
+
+
+def logit_to_probability(logit: float) -> float:
+    """zerank's calibration: ``sigmoid(logit / 5)`` (numerically stable on both tails; NaN stays NaN)."""
+    z = logit / LOGIT_TEMPERATURE
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
 
 @runtime_checkable
 class Reranker(Protocol):
@@ -38,16 +51,23 @@ def validate_query(query: object) -> str:
     return query
 
 
+def as_list(items: object, expected: str) -> list[object]:
+    """``items`` (any iterable; a generator is drained once) as a list.
+
+    A single string or a non-iterable is refused with ``TypeError`` starting with ``expected`` (e.g.
+    "documents must be a sequence of strings"): ``list("abc")`` would silently split it into characters.
+    """
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{expected}, not a single string")
+    try:
+        return list(items)  # type: ignore[call-overload]
+    except TypeError:
+        raise TypeError(f"{expected}, got {type(items).__name__}") from None
+
+
 def validate_documents(documents: object) -> list[str]:
     """Return the documents as a list, or raise ``TypeError`` naming the first non-string one."""
-    if isinstance(documents, (str, bytes)):
-        raise TypeError("documents must be a sequence of strings, not a single string")
-    if not isinstance(documents, Sequence):
-        try:
-            documents = list(documents)  # type: ignore[call-overload]
-        except TypeError:
-            raise TypeError(f"documents must be a sequence of strings, got {type(documents).__name__}") from None
-    docs = list(documents)
+    docs = as_list(documents, "documents must be a sequence of strings")
     for index, doc in enumerate(docs):
         if not isinstance(doc, str):
             raise TypeError(f"document at index {index} is {type(doc).__name__}, expected str")

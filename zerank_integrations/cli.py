@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zerank_integrations import __version__
+from zerank_integrations.base import DEFAULT_MAX_LENGTH, DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from zerank_integrations.accounting import TokenLedger
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from zerank_integrations.scoring import ZerankScorer
 
 PROG = "zerank-integrations"
-DEFAULT_RERANKER = "zeroentropy/zerank-2"
 DEFAULT_LLM = "gpt-4o"
 DEMO_COLLECTION = "zerank-demo-med"
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
@@ -81,18 +81,32 @@ def _add_chroma_arguments(parser: argparse.ArgumentParser, *, collection_default
     )
 
 
-def _add_rerank_arguments(parser: argparse.ArgumentParser, *, with_depth: bool = True) -> None:
-    group = parser.add_argument_group("reranking")
+SCORER_OPTIONS = ("revision", "device", "dtype", "max_length", "batch_tokens", "local_files_only")
+
+
+def add_scorer_arguments(group: argparse._ArgumentGroup) -> None:
+    """The reranker options of every subcommand that loads a model (search, eval, demo and serve)."""
     group.add_argument(
-        "--model",
-        default=DEFAULT_RERANKER,
-        help=f"reranker: hub id or local checkpoint folder (default: {DEFAULT_RERANKER})",
+        "--model", default=DEFAULT_MODEL, help=f"reranker: hub id or local checkpoint folder (default: {DEFAULT_MODEL})"
     )
     group.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     group.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: per device)")
-    group.add_argument("--max-length", type=_positive_int, default=4096, help="max tokens per pair")
+    group.add_argument(
+        "--max-length", type=_positive_int, default=DEFAULT_MAX_LENGTH, help="max tokens per pair; longer are cut"
+    )
     group.add_argument("--batch-tokens", type=_positive_int, default=None, help="token budget per forward pass")
+    group.add_argument("--local-files-only", action="store_true", help="never reach the Hugging Face Hub")
+
+
+def scorer_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``ZerankScorer`` keyword arguments from options added by :func:`add_scorer_arguments`."""
+    return {name: getattr(args, name) for name in SCORER_OPTIONS}
+
+
+def _add_rerank_arguments(parser: argparse.ArgumentParser, *, with_depth: bool = True) -> None:
+    group = parser.add_argument_group("reranking")
+    add_scorer_arguments(group)
     if with_depth:
         group.add_argument(
             "--top-k", type=_positive_int, default=50, help="documents retrieved and reranked (default: 50)"
@@ -321,14 +335,7 @@ def _load_scorer(args: argparse.Namespace) -> ZerankScorer:
     model = str(Path(args.model).expanduser()) if Path(args.model).expanduser().exists() else args.model
     try:
         with _progress_bars_only_on_terminal():
-            return ZerankScorer(
-                model,
-                revision=args.revision,
-                device=args.device,
-                dtype=args.dtype,
-                max_length=args.max_length,
-                batch_tokens=args.batch_tokens,
-            )
+            return ZerankScorer(model, **scorer_options(args))
     except ModelLoadError as exc:
         if Path(model).exists():
             raise

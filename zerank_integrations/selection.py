@@ -13,9 +13,14 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from zerank_integrations.base import Reranker, rank_scores, validate_documents, validate_query, validate_top_n
-
-DEFAULT_MODEL = "zeroentropy/zerank-2"
+from zerank_integrations.base import (
+    DEFAULT_MODEL,
+    Reranker,
+    rank_scores,
+    validate_documents,
+    validate_query,
+    validate_top_n,
+)
 
 # ZerankScorer keyword options an adapter passes on when it builds its own scorer from ``model``.
 SCORER_OPTIONS: tuple[str, ...] = (

@@ -9,13 +9,22 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 from pydantic import SecretStr
 
-from zerank_integrations.base import rank_scores, validate_documents, validate_query, validate_top_n
+from zerank_integrations.base import (
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL,
+    as_list,
+    logit_to_probability,
+    rank_scores,
+    validate_documents,
+    validate_query,
+    validate_top_n,
+)
 from zerank_integrations.scoring.batching import padded_slots, plan_batches, run_splitting_on_oom
 from zerank_integrations.scoring.forward import encode_prefix, yes_logits_after_prefix, yes_logits_full
 from zerank_integrations.scoring.loading import LoadedModel, load_model
@@ -23,21 +32,10 @@ from zerank_integrations.scoring.prompts import EncodedPair
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "zeroentropy/zerank-2"
-DEFAULT_MAX_LENGTH = 4096
-LOGIT_TEMPERATURE = 5.0
+_PAIRS_EXPECTED = "pairs must be a sequence of (query, document) tuples"
 # Padded token slots per forward pass. Larger batches use an accelerator better; the plan keeps padding low.
 _DEFAULT_BATCH_TOKENS = {"cuda": 32_768, "mps": 8_192, "cpu": 4_096}
 _BATCH_OVERHEAD_TOKENS = {"cuda": 1_024, "mps": 256, "cpu": 32}
-
-
-def logit_to_probability(logit: float) -> float:
-    """zerank's calibration: ``sigmoid(logit / 5)``."""
-    z = logit / LOGIT_TEMPERATURE
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
 
 
 @dataclass(frozen=True)
@@ -55,14 +53,11 @@ class ScoringStats:
         """Real tokens per computed slot (1.0 = no padding)."""
         return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
 
+    def __add__(self, other: ScoringStats) -> ScoringStats:
+        return ScoringStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
     def __sub__(self, other: ScoringStats) -> ScoringStats:
-        return ScoringStats(
-            self.pairs - other.pairs,
-            self.forward_passes - other.forward_passes,
-            self.real_tokens - other.real_tokens,
-            self.computed_tokens - other.computed_tokens,
-            self.truncated_pairs - other.truncated_pairs,
-        )
+        return ScoringStats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
 
 
 @dataclass
@@ -177,7 +172,7 @@ class ZerankScorer:
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]:
         """Scores of (query, document) pairs with any mix of queries, batched together (for servers)."""
         checked: list[tuple[str, str]] = []
-        for index, pair in enumerate(_pair_list(pairs)):
+        for index, pair in enumerate(as_list(pairs, _PAIRS_EXPECTED)):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise TypeError(f"pair at index {index} must be a (query, document) tuple, got {pair!r:.80}")
             query, document = pair
@@ -209,7 +204,7 @@ class ZerankScorer:
         return await asyncio.to_thread(self.rank, query, validate_documents(documents), top_n)
 
     async def ascore_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]:
-        return await asyncio.to_thread(self.score_pairs, _pair_list(pairs), raw=raw)
+        return await asyncio.to_thread(self.score_pairs, as_list(pairs, _PAIRS_EXPECTED), raw=raw)
 
     # -- internals ----------------------------------------------------------------------------------------
     @staticmethod
@@ -288,11 +283,7 @@ class ZerankScorer:
         where = {pair: i for i, pair in enumerate(unique)}
         order = [where[pair] for pair in stripped]
         shortened = sum(truncated[i] for i in order)
-        with self._stats_lock:
-            s = self._stats
-            self._stats = ScoringStats(
-                s.pairs + len(pairs), s.forward_passes, s.real_tokens, s.computed_tokens, s.truncated_pairs + shortened
-            )
+        self._count(ScoringStats(pairs=len(pairs), truncated_pairs=shortened))
         if shortened:
             self._warn_truncation(shortened)
         return [logits[i] for i in order]
@@ -300,7 +291,7 @@ class ZerankScorer:
     def _score_with_prefix(self, pairs: list[EncodedPair]) -> list[float]:
         prefix = pairs[0].prefix
         cache = encode_prefix(self._loaded, prefix)
-        self._count(forward_passes=1, real=len(prefix), computed=len(prefix))
+        self._count(ScoringStats(forward_passes=1, real_tokens=len(prefix), computed_tokens=len(prefix)))
         rows = [pair.continuation for pair in pairs]
         return self._run_batches(rows, lambda batch: yes_logits_after_prefix(self._loaded, cache, batch))
 
@@ -311,7 +302,8 @@ class ZerankScorer:
 
         def run(batch: Sequence[int]) -> list[float]:
             values = forward([rows[i] for i in batch])
-            self._count(forward_passes=1, real=sum(lengths[i] for i in batch), computed=padded_slots(lengths, batch))
+            real, computed = sum(lengths[i] for i in batch), padded_slots(lengths, batch)
+            self._count(ScoringStats(forward_passes=1, real_tokens=real, computed_tokens=computed))
             return values
 
         for batch in plan_batches(lengths, self.batch_tokens, batch_overhead_tokens=self._batch_overhead):
@@ -320,31 +312,14 @@ class ZerankScorer:
                 results[index] = value
         return results
 
-    def _count(self, *, forward_passes: int, real: int, computed: int) -> None:
+    def _count(self, work: ScoringStats) -> None:
         with self._stats_lock:
-            s = self._stats
-            self._stats = ScoringStats(
-                s.pairs,
-                s.forward_passes + forward_passes,
-                s.real_tokens + real,
-                s.computed_tokens + computed,
-                s.truncated_pairs,
-            )
+            self._stats = self._stats + work
 
     def _after_oom(self) -> None:
         logger.warning("out of memory on %s: splitting the batch and retrying", self.device)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _pair_list(pairs: object) -> list[object]:
-    """``pairs`` as a list; ``None``, a string or any non-iterable is refused with a message saying what is expected."""
-    if isinstance(pairs, (str, bytes)):
-        raise TypeError("pairs must be a sequence of (query, document) tuples, not a single string")
-    try:
-        return list(pairs)  # type: ignore[call-overload]
-    except TypeError:
-        raise TypeError(f"pairs must be a sequence of (query, document) tuples, got {type(pairs).__name__}") from None
 
 
 def _is_out_of_memory(error: BaseException) -> bool:

@@ -35,8 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zerank_integrations.base import rank_scores, validate_query, validate_top_n
-from zerank_integrations.scoring.scorer import logit_to_probability
+from zerank_integrations.base import logit_to_probability, rank_scores, validate_query, validate_top_n
 from zerank_integrations.serving.batcher import BatcherBusyError, BatcherClosedError, MicroBatcher
 
 logger = logging.getLogger("zerank_integrations.serving")

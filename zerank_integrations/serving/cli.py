@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 
+from zerank_integrations.cli import add_scorer_arguments, scorer_options
 from zerank_integrations.serving.app import (
     DEFAULT_BATCH_WAIT_MS,
     DEFAULT_MAX_BATCH_PAIRS,
@@ -20,7 +21,6 @@ from zerank_integrations.serving.app import (
 )
 
 API_KEY_ENV = "ZERANK_API_KEY"
-DEFAULT_MODEL = "zeroentropy/zerank-2"
 
 logger = logging.getLogger("zerank_integrations.serving")
 
@@ -63,18 +63,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default=DEFAULT_MODEL, help=f"model id or local path (default: {DEFAULT_MODEL})")
-    model.add_argument("--revision", default=None, help="model revision (branch, tag or commit) to pin")
-    model.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
-    model.add_argument("--dtype", default=None, help="bfloat16, float16 or float32 (default: per device)")
-    model.add_argument("--max-length", type=int, default=4096, help="tokens per pair; longer documents are cut")
-    model.add_argument("--batch-tokens", type=int, default=None, help="token budget of one forward pass")
-    model.add_argument(
-        "--local-files-only",
-        action="store_true",
-        help="never reach the Hugging Face Hub; use the local cache",
-    )
+    add_scorer_arguments(parser.add_argument_group("model"))
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -93,15 +82,7 @@ def run_serve(args: argparse.Namespace) -> int:
             API_KEY_ENV,
         )
     try:
-        scorer = ZerankScorer(
-            args.model,
-            revision=args.revision,
-            device=args.device,
-            dtype=args.dtype,
-            max_length=args.max_length,
-            batch_tokens=args.batch_tokens,
-            local_files_only=args.local_files_only,
-        )
+        scorer = ZerankScorer(args.model, **scorer_options(args))
         app = create_app(
             scorer,
             api_key=api_key,

@@ -34,12 +34,18 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from zerank_integrations.base import rank_scores, validate_documents, validate_query, validate_top_n
+from zerank_integrations.base import (
+    DEFAULT_MODEL,
+    logit_to_probability,
+    rank_scores,
+    validate_documents,
+    validate_query,
+    validate_top_n,
+)
 
 ScoreTransform = Literal["none", "sigmoid_div5", "resigmoid_div5"]
 _TRANSFORMS: tuple[str, ...] = ("none", "sigmoid_div5", "resigmoid_div5")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-LOGIT_TEMPERATURE = 5.0
 
 
 class RemoteRerankError(RuntimeError):
@@ -52,15 +58,6 @@ class RemoteRerankError(RuntimeError):
 
 class RawScoresUnavailableError(RemoteRerankError):
     """``raw=True`` was asked of an endpoint that only returns probabilities."""
-
-
-def _sigmoid(z: float) -> float:
-    if math.isnan(z):
-        return math.nan
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
 
 
 def _logit(p: float) -> float:
@@ -95,7 +92,7 @@ class RemoteScorer:
         base_url: str,
         *,
         path: str = "/v1/rerank",
-        model: str = "zeroentropy/zerank-2",
+        model: str = DEFAULT_MODEL,
         api_key: str | SecretStr | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
@@ -347,10 +344,10 @@ class RemoteScorer:
             )
         values = [float(v) for v in relevance if v is not None]
         if self.score_transform == "sigmoid_div5":
-            return values if raw else [_sigmoid(v / LOGIT_TEMPERATURE) for v in values]
+            return values if raw else [logit_to_probability(v) for v in values]
         if self.score_transform == "resigmoid_div5":
             logits = [_logit(v) for v in values]
-            return logits if raw else [_sigmoid(v / LOGIT_TEMPERATURE) for v in logits]
+            return logits if raw else [logit_to_probability(v) for v in logits]
         if not raw:
             return values
         if any(v is None for v in raw_scores):
