@@ -406,7 +406,7 @@ def _shorten(text: str, width: int) -> str:
 def _cmd_search(args: argparse.Namespace) -> int:
     import json
 
-    from zerank_integrations.base import rank_scores, validate_query
+    from zerank_integrations.base import validate_query
 
     try:
         question = validate_query(args.question)
@@ -423,8 +423,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if not args.no_rerank:
         ledger = _make_ledger(args)
         scorer = _load_scorer(args)
-        reranked = rank_scores(scorer.score(question, texts))
-        savings = ledger.record(question, texts, [texts[i] for i, _ in reranked[: args.top_n]])
+        reranked = scorer.rank(question, texts, top_n=args.top_n)
+        savings = ledger.record(question, texts, [texts[i] for i, _ in reranked])
 
     if args.json:
         payload: dict[str, Any] = {
@@ -441,7 +441,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     "retrieval_rank": hits[i].rank,
                     "text": hits[i].content,
                 }
-                for r, (i, s) in enumerate(reranked[: args.top_n], start=1)
+                for r, (i, s) in enumerate(reranked, start=1)
             ]
             payload["tokens"] = savings.to_dict()
             payload["tokens"]["llm"] = args.llm
@@ -468,7 +468,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         right = f"{s:6.3f}  {hits[i].id}  (was #{hits[i].rank})"
         print(f"{r + 1:>3}  {left:<{col}}  {right}".rstrip())
     print(f"\nkept for the prompt (top-{args.top_n} after reranking {len(hits)}):")
-    for r, (i, _) in enumerate(reranked[: args.top_n], start=1):
+    for r, (i, _) in enumerate(reranked, start=1):
         print(f"{r:>3}. [{hits[i].id}] {_shorten(hits[i].content, width - 12 - len(hits[i].id))}")
     print(
         f"\ntokens ({args.llm}): {savings.tokens_in:,} for all {savings.candidates} candidates -> "

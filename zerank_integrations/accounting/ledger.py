@@ -31,6 +31,7 @@ from zerank_integrations.accounting.encodings import (
     get_encoding,
 )
 from zerank_integrations.accounting.prices import PRICES_AS_OF, lookup_price
+from zerank_integrations.base import as_list
 
 Formatter = Callable[[Any], str]
 
@@ -257,12 +258,7 @@ class TokenLedger:
         return entry
 
     def _texts(self, documents: Iterable[Any], which: str) -> list[str]:
-        if isinstance(documents, (str, bytes)):
-            raise TypeError(f"{which} must be a sequence of documents, not a single string")
-        try:
-            docs = list(documents)
-        except TypeError:
-            raise TypeError(f"{which} must be a sequence of documents, got {type(documents).__name__}") from None
+        docs = as_list(documents, f"{which} must be a sequence of documents")
         formatter = self._formatter
         if formatter is None:
             for index, doc in enumerate(docs):
