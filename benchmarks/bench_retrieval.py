@@ -52,7 +52,7 @@ def main() -> None:
             hits = retrieve(store, {q: collection.queries[q] for q in qids}, depth=100)
             retrieve_s = time.perf_counter() - t0
             qrels = {q: collection.qrels[q] for q in qids}
-            run = {q: [d for d, _ in hits[q]] for q in qids}
+            run = {q: [h.doc_id for h in hits[q]] for q in qids}  # whole documents: one chunk each
             metrics = mean_metrics(qrels, run)
             linear = mean_metrics(qrels, run, ndcg_gain="linear")["ndcg@10"]
             ref = REFERENCE.get(name, {})

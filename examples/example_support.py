@@ -62,8 +62,19 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=300, help="how many corpus documents to index")
     parser.add_argument("--k", type=int, default=50, help="candidates the vector store returns")
     parser.add_argument("--top-n", type=int, default=5, help="documents kept after reranking")
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=None, help="token budget for the kept documents (default: none)"
+    )
     parser.add_argument("--device", help="torch device for the reranker (default: best available)")
     parser.add_argument("--llm", default="gpt-4o", help="LLM whose tokenizer and price the savings use")
+
+
+def warn_if_random_weights(scorer: Any) -> None:
+    """Say so when the reranker is a random-weight test checkpoint: its ranking is meaningless."""
+    from zerank_integrations.evaluation import is_random_weights_model, random_weights_note
+
+    if is_random_weights_model(scorer):
+        print(random_weights_note(scorer.model_name))
 
 
 def print_ranked(rows: Sequence[tuple[str, float, str]]) -> None:

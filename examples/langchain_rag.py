@@ -32,9 +32,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # the shared helpers s
 import example_support
 
 from zerank_integrations import TokenLedger
-from zerank_integrations.langchain import ZerankRerank
+from zerank_integrations.langchain import SentenceTransformerEmbeddings, ZerankRerank
 from zerank_integrations.retrieval import Document as CorpusDocument
-from zerank_integrations.retrieval.embeddings import SentenceTransformerEmbedder
 
 PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -42,19 +41,6 @@ PROMPT = ChatPromptTemplate.from_messages(
         ("human", "{question}"),
     ]
 )
-
-
-class MiniLMEmbeddings(Embeddings):
-    """LangChain face of the offline sentence-transformers embedder (bundled all-MiniLM-L6-v2)."""
-
-    def __init__(self, embedder: SentenceTransformerEmbedder | None = None) -> None:
-        self.embedder = embedder or SentenceTransformerEmbedder()
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.embedder.encode(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.embedder.encode([text])[0].tolist()
 
 
 def format_docs(docs: Sequence[Document]) -> str:
@@ -92,10 +78,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = args.query or example_support.default_query(data)
     passages = example_support.load_passages(data, args.limit)
     ledger = TokenLedger(llm=args.llm)
-    reranker = ZerankRerank(model=args.model, top_n=args.top_n, device=args.device, ledger=ledger)
+    reranker = ZerankRerank(
+        model=args.model,
+        top_n=args.top_n,
+        max_prompt_tokens=args.max_prompt_tokens,
+        device=args.device,
+        ledger=ledger,
+    )
 
     with tempfile.TemporaryDirectory(prefix="zerank-lc-", ignore_cleanup_errors=True) as folder:
-        store = build_store(passages, folder, MiniLMEmbeddings())
+        store = build_store(passages, folder, SentenceTransformerEmbeddings())
         retriever = ContextualCompressionRetriever(
             base_compressor=reranker,
             base_retriever=store.as_retriever(search_kwargs={"k": args.k}),
@@ -105,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"query: {query}")
     print(f"reranker: {reranker!r}; {len(passages)} documents indexed, k={args.k}")
+    example_support.warn_if_random_weights(reranker.reranker)
     example_support.print_ranked(
         [(d.metadata["doc_id"], d.metadata["relevance_score"], d.page_content) for d in result["docs"]]
     )

@@ -11,16 +11,13 @@ the prompt.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import chromadb
 from llama_index.core import StorageContext, VectorStoreIndex
-from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.embeddings import BaseEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import TextNode
@@ -31,39 +28,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # the shared helpers s
 import example_support
 
 from zerank_integrations import TokenLedger
-from zerank_integrations.llama_index import ZerankRerank
+from zerank_integrations.llama_index import SentenceTransformerEmbedding, ZerankRerank
 from zerank_integrations.retrieval import Document as CorpusDocument
-from zerank_integrations.retrieval.embeddings import (
-    DEFAULT_EMBEDDING_MODEL,
-    SentenceTransformerEmbedder,
-)
-
-
-class MiniLMEmbedding(BaseEmbedding):
-    """LlamaIndex face of the offline sentence-transformers embedder (bundled all-MiniLM-L6-v2)."""
-
-    _embedder: SentenceTransformerEmbedder = PrivateAttr()
-
-    def __init__(self, embedder: SentenceTransformerEmbedder | None = None, **kwargs: Any) -> None:
-        embedder = embedder or SentenceTransformerEmbedder()
-        super().__init__(model_name=embedder.model_name or DEFAULT_EMBEDDING_MODEL, **kwargs)
-        self._embedder = embedder
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "MiniLMEmbedding"
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embedder.encode([query])[0].tolist()
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embedder.encode([text])[0].tolist()
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embedder.encode(texts).tolist()
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return await asyncio.to_thread(self._get_query_embedding, query)
 
 
 def build_index(passages: Sequence[CorpusDocument], folder: str, embed_model: BaseEmbedding) -> VectorStoreIndex:
@@ -85,10 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = args.query or example_support.default_query(data)
     passages = example_support.load_passages(data, args.limit)
     ledger = TokenLedger(llm=args.llm)
-    reranker = ZerankRerank(model=args.model, top_n=args.top_n, device=args.device, ledger=ledger)
+    reranker = ZerankRerank(
+        model=args.model,
+        top_n=args.top_n,
+        max_prompt_tokens=args.max_prompt_tokens,
+        device=args.device,
+        ledger=ledger,
+    )
 
     with tempfile.TemporaryDirectory(prefix="zerank-li-", ignore_cleanup_errors=True) as folder:
-        index = build_index(passages, folder, MiniLMEmbedding())
+        index = build_index(passages, folder, SentenceTransformerEmbedding())
         engine = index.as_query_engine(
             similarity_top_k=args.k, node_postprocessors=[reranker], llm=MockLLM(max_tokens=16)
         )
@@ -96,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(f"query: {query}")
     print(f"reranker: {reranker!r}; {len(passages)} documents indexed, k={args.k}")
+    example_support.warn_if_random_weights(reranker.reranker)
     example_support.print_ranked(
         [(n.node.node_id, n.score or 0.0, n.node.get_content()) for n in response.source_nodes]
     )

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 from zerank_integrations import TokenLedger, ZerankScorer
-from zerank_integrations.base import rank_scores
-from zerank_integrations.cli import packaged_med
-from zerank_integrations.evaluation import retrieve
-from zerank_integrations.retrieval import BeirCollection, ChromaStore, load_beir
+from zerank_integrations.evaluation import is_random_weights_model, random_weights_note, retrieve
+from zerank_integrations.rerank import RerankStep
+from zerank_integrations.retrieval import BeirCollection, ChromaStore, load_beir, packaged_med
 from zerank_integrations.scoring import ModelLoadError
+from zerank_integrations.selection import SelectionPolicy
 
 
 def ledger_for(llm: str) -> tuple[TokenLedger, bool]:
@@ -71,14 +71,17 @@ def main() -> None:
         candidates = retrieve(store, {q: collection.queries[q] for q in qids}, depth=args.top_k)
 
     ledgers = {llm: ledger_for(llm) for llm in llms}
+    step = RerankStep(scorer, SelectionPolicy(top_n=args.top_n))  # the same step the integrations run
     started = time.perf_counter()
     for qid in qids:
-        texts = [content for _, content in candidates[qid]]
-        kept = [texts[i] for i, _ in rank_scores(scorer.score(collection.queries[qid], texts), top_n=args.top_n)]
+        texts = [hit.content for hit in candidates[qid]]
+        kept = [texts[i] for i, _ in step.run(collection.queries[qid], texts).kept]
         for ledger, _ in ledgers.values():
             ledger.record(collection.queries[qid], texts, kept)
     elapsed = time.perf_counter() - started
 
+    if is_random_weights_model(scorer):
+        print(random_weights_note(scorer.model_name))
     print(f"{collection.name}: {len(qids)} queries, top-{args.top_k} retrieved -> top-{args.top_n} kept")
     print(f"reranker {scorer.model_name}: {elapsed:.1f} s for {len(qids) * args.top_k:,} pairs\n")
     print("| LLM | encoding | tokens in | tokens kept | saved | $ saved (all queries) | $ saved / 1k queries |")

@@ -1,4 +1,5 @@
-"""ZerankRerank as a LangChain document compressor: vs ZerankScorer.rank, and end to end in a RAG chain."""
+"""ZerankRerank as a LangChain document compressor: vs ZerankScorer.rank, token budgets, savings events, the
+offline Embeddings, and end to end in a RAG chain."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import asyncio
 import copy
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import numpy as np
 import pytest
 from _adapter_support import FixedScorer, load_example, med_passages, shared_embedder
 from langchain_chroma import Chroma
@@ -16,10 +19,11 @@ from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnablePassthrough
+from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 
 from zerank_integrations import TokenLedger, ZerankScorer
-from zerank_integrations.langchain import ZerankRerank
+from zerank_integrations.accounting import get_encoding
+from zerank_integrations.langchain import SAVINGS_EVENT, SentenceTransformerEmbeddings, ZerankRerank
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +216,9 @@ def chroma_store(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """Built by the example's own code (embedded Chroma, cosine, MED ids), so the test covers it too."""
     example = load_example("langchain_rag")
     folder = str(tmp_path_factory.mktemp("chroma-langchain"))
-    return example.build_store(med_passages(datasets_dir), folder, example.MiniLMEmbeddings(shared_embedder()))
+    return example.build_store(
+        med_passages(datasets_dir), folder, SentenceTransformerEmbeddings(embedder=shared_embedder())
+    )
 
 
 async def test_rag_chain_prompt_holds_exactly_the_reranked_top_5(
@@ -247,3 +253,90 @@ async def test_rag_chain_prompt_holds_exactly_the_reranked_top_5(
     compressed = retriever.invoke(query)
     assert [d.metadata["doc_id"] for d in compressed] == [d.metadata["doc_id"] for d in expected]
     assert ledger.summary()["calls"] == 3 and ledger.summary()["candidates"] == 150
+
+    # the savings of each call reach the callback handlers of the run, one record per call
+    savings = SavingsCapture()
+    retriever.invoke(query, config={"callbacks": [savings]})
+    await retriever.ainvoke(query, config={"callbacks": [savings]})
+    assert [data for _, data, _ in savings.events] == [r.to_dict() for r in ledger.records[-2:]]
+    assert all(run_id is not None for _, _, run_id in savings.events)
+
+
+# -- token budget ----------------------------------------------------------------------------------------
+
+
+def test_max_prompt_tokens_on_the_adapter(scorer: ZerankScorer, documents: list[Document], queries: list[str]) -> None:
+    """Kept documents fit the budget exactly as tiktoken counts the joined prompt; skipped ones would not."""
+    encoding = get_encoding("o200k_base")
+    texts = texts_of(documents)
+
+    def count(docs: list[str]) -> int:
+        return len(encoding.encode_ordinary("\n\n".join(docs)))
+
+    order = [i for i, _ in scorer.rank(queries[0], texts)]
+    for budget in (100, 400, 900, 2500):
+        ledger = TokenLedger(encoding="o200k_base")
+        reranker = ZerankRerank(scorer=scorer, top_n=8, max_prompt_tokens=budget, ledger=ledger)
+        out = reranker.compress_documents(documents, queries[0])
+        kept = [d.page_content for d in out]
+        assert count(kept) <= budget and ledger.records[-1].tokens_kept == count(kept)
+        kept_idx = [texts.index(t) for t in kept]
+        assert kept_idx == [i for i in order[:8] if i in kept_idx]
+        for skipped in (i for i in order[:8] if i not in kept_idx):
+            room = sorted([*kept_idx, skipped], key=order.index)
+            assert count([texts[i] for i in room]) > budget, (budget, skipped)
+    tight = ZerankRerank(scorer=scorer, top_n=8, max_prompt_tokens=1).compress_documents(documents, queries[0])
+    assert tight == []  # nothing fits a one-token budget
+
+
+# -- savings as LangChain callback events ----------------------------------------------------------------
+
+
+class SavingsCapture(BaseCallbackHandler):
+    """A real callback handler that keeps the custom events it receives."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any, UUID | None]] = []
+
+    def on_custom_event(self, name: str, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        if name == SAVINGS_EVENT:
+            self.events.append((name, data, run_id))
+
+
+async def test_savings_reach_callback_handlers(
+    scorer: ZerankScorer, documents: list[Document], queries: list[str]
+) -> None:
+    ledger = TokenLedger(llm="gpt-4o")
+    reranker = ZerankRerank(scorer=scorer, top_n=3, ledger=ledger)
+    handler = SavingsCapture()
+    reranker.compress_documents(documents, queries[0], callbacks=[handler])
+    await reranker.acompress_documents(documents, queries[1], callbacks=[handler])
+    # inside a runnable, as a custom event of the run (what astream_events and tracers see)
+    chain = RunnableLambda(lambda q: reranker.compress_documents(documents, q))
+    streamed = [e async for e in chain.astream_events(queries[2], version="v2") if e["event"] == "on_custom_event"]
+    assert [data for _, data, _ in handler.events] == [r.to_dict() for r in ledger.records[:2]]
+    assert len(streamed) == 1 and streamed[0]["name"] == SAVINGS_EVENT
+    assert streamed[0]["data"] == ledger.records[2].to_dict()
+    assert handler.events[0][1]["kept"] == 3 and handler.events[0][1]["candidates"] == 20
+    # without a ledger there is nothing to report
+    quiet = SavingsCapture()
+    ZerankRerank(scorer=scorer, top_n=3).compress_documents(documents, queries[0], callbacks=[quiet])
+    assert quiet.events == []
+
+
+# -- the offline Embeddings ------------------------------------------------------------------------------
+
+
+def test_embeddings_are_the_offline_embedders() -> None:
+    from zerank_integrations.retrieval import SentenceTransformerEmbedder
+
+    embeddings = SentenceTransformerEmbeddings()
+    texts = ["The heart pumps blood.", "Wings generate lift."]
+    reference = SentenceTransformerEmbedder().encode(texts)
+    got = embeddings.embed_documents(texts)
+    assert isinstance(got, list) and isinstance(got[0][0], float)
+    np.testing.assert_allclose(np.array(got), reference, atol=1e-6)
+    np.testing.assert_allclose(embeddings.embed_query(texts[1]), reference[1], atol=1e-6)
+    assert embeddings.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    with pytest.raises(ValueError, match="either model_name or embedder"):
+        SentenceTransformerEmbeddings("all-MiniLM-L6-v2", embedder=shared_embedder())

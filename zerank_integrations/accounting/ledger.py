@@ -212,6 +212,11 @@ class TokenLedger:
         return self._separator
 
     @property
+    def formatter(self) -> Formatter | None:
+        """What turns a document into prompt text (``None``: documents are the text)."""
+        return self._formatter
+
+    @property
     def price_per_million_input(self) -> float | None:
         """USD per million input tokens used for ``cost_saved_usd``; ``None`` when no price is known."""
         return self._price
@@ -224,7 +229,11 @@ class TokenLedger:
 
     # -- recording ---------------------------------------------------------------------------------
     def count_tokens(self, documents: Iterable[Any]) -> int:
-        """Tokens of ``documents`` as the prompt would hold them (formatted, joined with the separator)."""
+        """Tokens of ``documents`` as the prompt would hold them (formatted, joined with the separator).
+
+        This is what a ``max_prompt_tokens`` budget is measured with, so kept documents and their recorded
+        ``tokens_kept`` always agree.
+        """
         return self._counter.count_joined(self._texts(documents, "documents"))
 
     def record(self, query: str, candidates: Iterable[Any], kept: Iterable[Any]) -> TokenSavings:

@@ -4,11 +4,15 @@ Vectors are always computed here (by :class:`SentenceTransformerEmbedder`) and h
 Chroma's own default embedding function, which downloads a model at run time, is never involved. Each
 collection records the embedding model it was built with in its metadata; querying or extending it with
 another model is refused, because similarities across two vector spaces are meaningless and fail silently.
+Documents are stored as chunks (see :mod:`zerank_integrations.retrieval.chunking`): one per document unless
+it is longer than the chunk size. chromadb is imported only when a store is opened.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -17,10 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from zerank_integrations.retrieval.base import Hit
+from zerank_integrations.retrieval.chunking import Chunk, ChunkingPolicy, chunk_documents
 from zerank_integrations.retrieval.corpus import Document
 from zerank_integrations.retrieval.embeddings import SentenceTransformerEmbedder, canonical_model_name
 from zerank_integrations.retrieval.errors import (
     ChromaConnectionError,
+    CollectionNameError,
     CollectionNotFoundError,
     EmbedderMismatchError,
 )
@@ -31,6 +38,38 @@ DEFAULT_COLLECTION = "zerank-docs"
 EMBEDDING_MODEL_KEY = "zerank_embedding_model"
 EMBEDDING_DIM_KEY = "zerank_embedding_dim"
 _QUERY_CHUNK = 64
+_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")
+_NAME_RULE = (
+    "Chroma collection names are 3-512 characters of letters, digits, '.', '_' and '-', start and end with a "
+    "letter or digit, hold no '..' and are not an IP address"
+)
+
+
+def validate_collection_name(name: object) -> str:
+    """Return ``name`` if Chroma accepts it, else raise :class:`CollectionNameError` saying what is wrong."""
+    if not isinstance(name, str):
+        raise CollectionNameError(f"collection name must be a string, got {type(name).__name__}")
+    problem = None
+    if not 3 <= len(name) <= 512:
+        problem = f"it has {len(name)} characters"
+    elif not _NAME_CHARS.fullmatch(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+        problem = (
+            f"it contains {', '.join(repr(c) for c in bad)}"
+            if bad
+            else "it does not start and end with a letter or digit"
+        )
+    elif ".." in name:
+        problem = "it contains '..'"
+    else:
+        try:
+            ipaddress.ip_address(name)
+            problem = "it is an IP address"
+        except ValueError:
+            pass
+    if problem is not None:
+        raise CollectionNameError(f"invalid collection name {name!r}: {problem}; {_NAME_RULE}")
+    return name
 
 
 def default_chroma_path() -> Path:
@@ -106,37 +145,27 @@ def connect(path: str | os.PathLike[str] | None = None, url: str | None = None) 
 
 
 @dataclass(frozen=True)
-class Hit:
-    """One retrieved document: ``score`` is the cosine similarity (1 - Chroma's cosine distance)."""
-
-    id: str
-    content: str
-    score: float
-    rank: int
-    title: str = ""
-
-
-@dataclass(frozen=True)
 class IngestReport:
-    """What an ingest did: re-ingesting unchanged documents counts them ``unchanged`` and writes nothing."""
+    """What an ingest did, counted in chunks (stored passages).
+
+    Re-ingesting unchanged documents counts their chunks ``unchanged`` and writes nothing; ``removed`` counts
+    chunks of re-ingested documents that their new text no longer has.
+    """
 
     added: int
     updated: int
     unchanged: int
     total: int
-
-
-def _metadata(doc: Document) -> dict[str, Any]:
-    meta: dict[str, Any] = {"title": doc.title}
-    if doc.source:
-        meta["source"] = doc.source
-    return meta
+    documents: int = 0
+    chunks: int = 0
+    removed: int = 0
 
 
 class ChromaStore:
-    """One Chroma collection plus the embedder that fits it: upsert documents, query by text.
+    """One Chroma collection plus the embedder that fits it: upsert documents (as chunks), query by text.
 
-    Thread-safe for concurrent queries (Chroma clients are); ingests into the same store are serialised.
+    A :class:`~zerank_integrations.retrieval.Retriever`. Thread-safe for concurrent queries (Chroma clients
+    are); ingests into the same store are serialised.
     """
 
     def __init__(self, client: Any, collection: Any, embedder: SentenceTransformerEmbedder) -> None:
@@ -148,6 +177,11 @@ class ChromaStore:
     @property
     def name(self) -> str:
         return str(self.collection.name)
+
+    @property
+    def description(self) -> str:
+        """For reports: ``Chroma collection 'x' (cosine, embedding model m)``."""
+        return f"Chroma collection {self.name!r} (cosine, embedding model {self.embedder.model_name})"
 
     @classmethod
     def open(
@@ -163,10 +197,13 @@ class ChromaStore:
     ) -> ChromaStore:
         """Open (or with ``create=True`` create) a collection and check its embedding model.
 
+        The name is checked first (:class:`CollectionNameError` says what Chroma would refuse).
         ``embedding_model=None`` means "the model recorded in the collection" (all-MiniLM-L6-v2 for a new
-        one);
-        naming a different model than the recorded one raises :class:`EmbedderMismatchError`.
+        one); naming a different model than the recorded one raises :class:`EmbedderMismatchError`.
         """
+        from zerank_integrations.retrieval.chroma_embedding import ChromaEmbeddingFunction
+
+        validate_collection_name(name)
         if client is None:
             client = connect(path=path, url=url)
         requested = canonical_model_name(embedding_model) if embedding_model is not None else None
@@ -174,9 +211,9 @@ class ChromaStore:
         if collection is None:
             if not create:
                 raise CollectionNotFoundError(_not_found_message(client, name))
-            embedder = SentenceTransformerEmbedder(requested, device=device)
+            embedder = ChromaEmbeddingFunction(requested, device=device)
             try:
-                collection = client.get_or_create_collection(
+                client.get_or_create_collection(
                     name,
                     embedding_function=embedder,
                     configuration={"hnsw": {"space": "cosine"}},
@@ -185,11 +222,10 @@ class ChromaStore:
                         EMBEDDING_DIM_KEY: embedder.dimension,
                     },
                 )
-            except ValueError as exc:  # invalid collection name, conflicting settings
+            except ValueError as exc:  # conflicting settings
                 raise ChromaConnectionError(f"cannot create collection {name!r}: {exc}") from None
             # Work with a handle that has no embedding function: vectors always come from ``embedder``.
-            collection = _get_collection(client, name)
-            return cls(client, collection, embedder)
+            return cls(client, _get_collection(client, name), embedder)
         recorded = (collection.metadata or {}).get(EMBEDDING_MODEL_KEY)
         if recorded is None and requested is None:
             raise EmbedderMismatchError(
@@ -201,14 +237,22 @@ class ChromaStore:
                 f"collection {name!r} was built with embedding model {recorded!r}, not {requested!r}; "
                 f"use --embedding-model {recorded} (or leave it out), or ingest into a new --collection"
             )
-        return cls(client, collection, SentenceTransformerEmbedder(requested or recorded, device=device))
+        return cls(client, collection, ChromaEmbeddingFunction(requested or recorded, device=device))
 
     def count(self) -> int:
+        """Stored passages (chunks); equal to the number of documents when none was split."""
         return int(self.collection.count())
 
     def ids(self) -> list[str]:
-        """Every document id in the collection (ids only: no texts or vectors are fetched)."""
+        """Every chunk id in the collection (ids only: no texts or vectors are fetched)."""
         return list(self.collection.get(include=[])["ids"])
+
+    def document_ids(self) -> set[str]:
+        """The ids of the documents the stored chunks belong to."""
+        stored = self.collection.get(include=["metadatas"])
+        return {
+            _doc_id(chunk_id, meta) for chunk_id, meta in zip(stored["ids"], stored["metadatas"] or [], strict=False)
+        }
 
     def _check_dimension(self) -> None:
         """Catch a same-named but different model (e.g. a moved folder) by vector size before Chroma does."""
@@ -227,68 +271,94 @@ class ChromaStore:
         *,
         batch_size: int = 256,
         progress: Callable[[int], None] | None = None,
+        chunking: ChunkingPolicy | None = None,
     ) -> IngestReport:
-        """Insert or update documents by id, embedding only new or changed ones.
+        """Insert or update documents by id, as chunks, embedding only new or changed chunks.
 
-        Re-running on the same documents compares ids, texts and titles with what is stored and writes
-        nothing, so re-ingesting is cheap and idempotent. ``progress(n)`` is called after each batch.
+        Each document is split by ``chunking`` (default: :class:`ChunkingPolicy`, whose 2,048-token chunks keep
+        ordinary documents whole). Re-running on the same documents compares chunk ids, texts and metadata
+        with what is stored and writes nothing, so re-ingesting is cheap and idempotent; chunks that a changed
+        document no longer has are deleted. Documents missing from ``documents`` are never touched.
+        ``progress(n)`` is called with the number of documents after each batch.
         """
-        if batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        policy = chunking if chunking is not None else ChunkingPolicy()
         seen: set[str] = set()
         for doc in documents:
             if doc.id in seen:
                 raise ValueError(f"duplicate document id {doc.id!r}")
             seen.add(doc.id)
-        batch_size = min(batch_size, int(self.client.get_max_batch_size()))
-        added = updated = unchanged = 0
+        max_batch = int(self.client.get_max_batch_size())
+        added = updated = unchanged = removed = chunk_count = 0
         checked = False
         with self._write_lock:
             for start in range(0, len(documents), batch_size):
                 batch = list(documents[start : start + batch_size])
-                existing = self.collection.get(ids=[d.id for d in batch], include=["documents", "metadatas"])
-                stored = {
-                    i: (doc, meta)
-                    for i, doc, meta in zip(
-                        existing["ids"],
-                        existing["documents"] or [],
-                        existing["metadatas"] or [],
-                        strict=False,
+                chunks = [c for per_doc in chunk_documents(batch, policy, self.embedder.token_spans) for c in per_doc]
+                chunk_count += len(chunks)
+                removed += self._delete_stale_chunks(batch, chunks)
+                todo: list[Chunk] = []
+                for part in range(0, len(chunks), max_batch):
+                    window = chunks[part : part + max_batch]
+                    existing = self.collection.get(ids=[c.id for c in window], include=["documents", "metadatas"])
+                    stored = dict(
+                        zip(
+                            existing["ids"],
+                            zip(existing["documents"] or [], existing["metadatas"] or [], strict=False),
+                            strict=False,
+                        )
                     )
-                }
-                todo = []
-                for doc in batch:
-                    if doc.id not in stored:
-                        added += 1
-                        todo.append(doc)
-                    elif stored[doc.id] != (doc.content, _metadata(doc)):
-                        updated += 1
-                        todo.append(doc)
-                    else:
-                        unchanged += 1
-                if todo:
-                    if not checked:
-                        self._check_dimension()
-                        checked = True
-                    vectors = self.embedder.encode([d.content for d in todo])
+                    for chunk in window:
+                        if chunk.id not in stored:
+                            added += 1
+                            todo.append(chunk)
+                        elif stored[chunk.id] != (chunk.text, chunk.metadata):
+                            updated += 1
+                            todo.append(chunk)
+                        else:
+                            unchanged += 1
+                if todo and not checked:
+                    self._check_dimension()
+                    checked = True
+                for part in range(0, len(todo), max_batch):
+                    window = todo[part : part + max_batch]
                     self.collection.upsert(
-                        ids=[d.id for d in todo],
-                        documents=[d.content for d in todo],
-                        metadatas=[_metadata(d) for d in todo],
-                        embeddings=vectors,
+                        ids=[c.id for c in window],
+                        documents=[c.text for c in window],
+                        metadatas=[c.metadata for c in window],
+                        embeddings=self.embedder.encode([c.text for c in window]),
                     )
                 if progress is not None:
                     progress(len(batch))
-        return IngestReport(added=added, updated=updated, unchanged=unchanged, total=self.count())
+        return IngestReport(
+            added=added,
+            updated=updated,
+            unchanged=unchanged,
+            total=self.count(),
+            documents=len(documents),
+            chunks=chunk_count,
+            removed=removed,
+        )
+
+    def _delete_stale_chunks(self, batch: list[Document], chunks: list[Chunk]) -> int:
+        """Delete stored chunks of these documents that their current text no longer produces."""
+        doc_ids = [doc.id for doc in batch]
+        keep = {c.id for c in chunks}
+        stored = self.collection.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
+        stale = [chunk_id for chunk_id in stored if chunk_id not in keep]
+        if stale:
+            self.collection.delete(ids=stale)
+        return len(stale)
 
     def search(self, query: str, k: int = 50) -> list[Hit]:
-        """The ``k`` nearest documents to ``query``, best first."""
+        """The ``k`` nearest chunks to ``query``, best first."""
         return self.search_many([query], k)[0]
 
     def search_many(
         self, queries: Sequence[str], k: int = 50, *, progress: Callable[[int], None] | None = None
     ) -> list[list[Hit]]:
-        """Top-``k`` for many queries: one embedding pass, then Chroma queries in chunks."""
+        """Top-``k`` for many queries: one embedding pass, then Chroma queries in batches."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
@@ -306,13 +376,7 @@ class ChromaStore:
             ):
                 results.append(
                     [
-                        Hit(
-                            id=doc_id,
-                            content=doc or "",
-                            score=1.0 - float(dist),
-                            rank=rank,
-                            title=str((meta or {}).get("title") or ""),
-                        )
+                        _hit(doc_id, doc, meta or {}, dist, rank)
                         for rank, (doc_id, doc, meta, dist) in enumerate(
                             zip(ids, docs, metas, dists, strict=True), start=1
                         )
@@ -321,6 +385,26 @@ class ChromaStore:
             if progress is not None:
                 progress(len(chunk))
         return results
+
+
+def _doc_id(chunk_id: str, meta: Any) -> str:
+    doc_id = (meta or {}).get("doc_id")
+    return str(doc_id) if doc_id else chunk_id
+
+
+def _hit(chunk_id: str, text: str | None, meta: dict[str, Any], distance: float, rank: int) -> Hit:
+    span = None
+    if isinstance(meta.get("start"), int) and isinstance(meta.get("end"), int):
+        span = (int(meta["start"]), int(meta["end"]))
+    return Hit(
+        id=chunk_id,
+        content=text or "",
+        score=1.0 - float(distance),
+        rank=rank,
+        title=str(meta.get("title") or ""),
+        document_id=_doc_id(chunk_id, meta),
+        span=span,
+    )
 
 
 def _get_collection(client: Any, name: str) -> Any | None:

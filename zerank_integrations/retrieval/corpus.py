@@ -7,6 +7,7 @@ traceback from ``json.loads`` deep inside an ingest of 100k lines tells a user n
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -237,3 +238,16 @@ def load_beir(path: str | os.PathLike[str], name: str | None = None) -> BeirColl
     if not collection.judged_query_ids():
         raise CorpusError(f"{files['qrels.tsv']}: no query in queries.jsonl has a positive judgement")
     return collection
+
+
+@contextlib.contextmanager
+def packaged_med() -> Iterator[Path]:
+    """The MED collection shipped inside the package (gzip BEIR files), as a real folder."""
+    from importlib.resources import as_file, files
+
+    resource = files("zerank_integrations").joinpath("data", "med")
+    with as_file(resource) as folder:
+        path = Path(folder)
+        if not (path / "corpus.jsonl.gz").is_file():
+            raise CorpusError(f"the bundled MED collection is missing from {path}; reinstall zerank-integrations")
+        yield path

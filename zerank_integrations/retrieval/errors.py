@@ -25,3 +25,11 @@ class EmbedderMismatchError(RetrievalError, ValueError):
 
 class EmbeddingModelError(RetrievalError, RuntimeError):
     """The embedding model cannot be loaded (wrong name, missing files, no network for a hub id)."""
+
+
+class CollectionNameError(RetrievalError, ValueError):
+    """A collection name Chroma would refuse (message says which rule it breaks)."""
+
+
+class EvaluationSetupError(RetrievalError, ValueError):
+    """A collection cannot be evaluated as asked (e.g. it holds documents from elsewhere); nothing was written."""

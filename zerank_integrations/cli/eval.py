@@ -1,0 +1,118 @@
+"""``zerank-integrations eval --beir DIR --out OUT``: retrieval alone vs. retrieval + rerank, with reports.
+
+The evaluation itself (and its rules: collection naming, the stray-document guard) lives in
+:mod:`zerank_integrations.evaluation`; this module parses options, loads the reranker before any ingest, and
+prints and writes the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zerank_integrations.cli import support
+from zerank_integrations.cli.options import (
+    add_chroma_arguments,
+    add_chunking_arguments,
+    add_rerank_arguments,
+    positive_int,
+)
+from zerank_integrations.cli.progress import Progress
+
+if TYPE_CHECKING:
+    from zerank_integrations.evaluation import EvalResult
+    from zerank_integrations.retrieval import BeirCollection
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="retrieval alone vs. retrieval + rerank on a BEIR collection: metrics, tokens, report files",
+        description="Writes OUT/eval.json, OUT/eval.md and OUT/eval.png. Rerank metrics rank the whole "
+        "reranked top-k; the selection options decide what is kept for the prompt (its NDCG@10, Recall@10 "
+        "and the tokens saved); Recall@100 uses a top-100 retrieval, with the remaining retrieved documents "
+        "appended after the reranked top-k.",
+    )
+    parser.add_argument("--beir", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv")
+    parser.add_argument("--out", type=Path, required=True, help="folder for eval.json, eval.md, eval.png")
+    add_eval_arguments(parser, collection_default=None)
+    parser.set_defaults(handler=run)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser, *, collection_default: str | None) -> None:
+    """What ``eval`` and ``demo`` share."""
+    add_chroma_arguments(parser, collection_default=collection_default)
+    add_chunking_arguments(parser)
+    add_rerank_arguments(parser)
+    parser.add_argument("--max-queries", type=positive_int, default=None, help="only the first N judged queries")
+
+
+def run(args: argparse.Namespace) -> int:
+    from zerank_integrations.evaluation import collection_name_for
+    from zerank_integrations.retrieval import load_beir
+
+    name = args.collection or collection_name_for(args.beir)
+    support.check_collection_name(name)
+    collection = load_beir(args.beir)
+    run_eval(args, collection, name, out=args.out)
+    return 0
+
+
+def run_eval(
+    args: argparse.Namespace, collection: BeirCollection, collection_name: str, *, out: Path | None
+) -> EvalResult:
+    """Check everything cheap, load the reranker, then ingest, evaluate, print and write the report."""
+    from zerank_integrations.evaluation import evaluate, kept_table, metrics_table, prepare_collection, tokens_table
+
+    policy = support.selection_policy(args)
+    support.check_collection_name(collection_name)
+    if out is not None:  # before minutes of embedding and scoring, not after
+        support.check_writable_folder(out)
+    chunking = support.chunking(args)
+    ledger = support.make_ledger(args)
+    scorer = support.load_scorer(args)  # a wrong --model fails here, before any ingest
+    note = support.random_weights_note(scorer)
+    store = support.open_store(args, collection_name, create=True)
+    with Progress(len(collection.corpus), f"ingest {store.name}", "document") as bar:
+        prepare_collection(store, collection, batch_size=args.batch_size, chunking=chunking, progress=bar.update)
+    n_queries = len(collection.judged_query_ids())
+    if args.max_queries is not None:
+        n_queries = min(n_queries, args.max_queries)
+    with Progress(n_queries, "retrieve", "query") as retrieving, Progress(n_queries, "rerank", "query") as reranking:
+        result = evaluate(
+            store,
+            collection,
+            scorer,
+            ledger,
+            top_k=args.top_k,
+            top_n=policy.top_n,
+            score_threshold=policy.score_threshold,
+            max_prompt_tokens=policy.max_prompt_tokens,
+            instruction=args.instruction,
+            max_queries=args.max_queries,
+            retrieve_progress=retrieving.update,
+            rerank_progress=reranking.update,
+        )
+    print(
+        f"{collection.name}: {len(result.queries)} queries, {len(collection.corpus):,} documents "
+        f"({store.count():,} passages); retrieval: {result.retriever}, top {args.top_k}; "
+        f"rerank: {scorer.model_name}; kept: {policy.describe()}"
+    )
+    if note:
+        print(note)
+    print()
+    print(metrics_table(result))
+    print()
+    print(kept_table(result))
+    print()
+    print(tokens_table(result.tokens, args.top_k, policy))
+    if out is not None:
+        from zerank_integrations.evaluation import write_report
+
+        try:
+            paths = write_report(result, out)
+        except OSError as exc:
+            raise support.CliError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+        print(f"\nwrote {paths['json']}, {paths['md']}, {paths['png']}")
+    return result
