@@ -69,6 +69,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--llm", default="gpt-4o", help="LLM whose tokenizer and price the savings use")
 
 
+def reranker_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``ZerankRerank`` settings the command line chose (the same for both frameworks)."""
+    return {
+        "model": args.model,
+        "top_n": args.top_n,
+        "max_prompt_tokens": args.max_prompt_tokens,
+        "device": args.device,
+    }
+
+
 def warn_if_random_weights(scorer: Any) -> None:
     """Say so when the reranker is a random-weight test checkpoint: its ranking is meaningless."""
     from zerank_integrations.evaluation import is_random_weights_model, random_weights_note

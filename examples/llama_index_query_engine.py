@@ -51,13 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     query = args.query or example_support.default_query(data)
     passages = example_support.load_passages(data, args.limit)
     ledger = TokenLedger(llm=args.llm)
-    reranker = ZerankRerank(
-        model=args.model,
-        top_n=args.top_n,
-        max_prompt_tokens=args.max_prompt_tokens,
-        device=args.device,
-        ledger=ledger,
-    )
+    reranker = ZerankRerank(**example_support.reranker_settings(args), ledger=ledger)
 
     with tempfile.TemporaryDirectory(prefix="zerank-li-", ignore_cleanup_errors=True) as folder:
         index = build_index(passages, folder, SentenceTransformerEmbedding())

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _processes import free_port, running_service
 
 from zerank_integrations.cli import DEMO_COLLECTION, main, progress
 from zerank_integrations.retrieval import ChromaStore, load_beir
@@ -66,50 +64,19 @@ def ingested(chroma_dir: Path, docs_dir: Path) -> Path:
     return chroma_dir
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``chroma run`` on loopback for this module, stopped afterwards."""
     chroma = shutil.which("chroma", path=str(BIN)) or shutil.which("chroma")
     if chroma is None:
         pytest.fail("the `chroma` command (installed with chromadb) was not found")
-    port = _free_port()
+    port = free_port()
     data = tmp_path_factory.mktemp("chroma-server")
-    log = open(data.parent / f"chroma-{port}.log", "wb")  # noqa: SIM115 - closed in the finally below
-    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
-    proc = subprocess.Popen(
-        [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    command = [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"chroma run did not come up on {url} (see {log.name})")
-            time.sleep(0.25)
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+    with running_service(command, f"{url}/api/v2/heartbeat", data.parent / f"chroma-{port}.log", env=env):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 # -- ingest / search -------------------------------------------------------------------------------------
@@ -220,7 +187,7 @@ def test_unknown_collection(capsys: pytest.CaptureFixture[str], ingested: Path) 
 
 
 def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     code, _, err = run(capsys, "search", "q", "--chroma-url", url, "--no-rerank")
     assert_one_line_error(code, err, f"cannot reach the Chroma server at {url}", "chroma run")
 

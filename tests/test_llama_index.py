@@ -189,6 +189,13 @@ def collected() -> Iterator[list[BaseEvent]]:
         root.event_handlers.remove(handler)
 
 
+def postprocess(reranker: ZerankRerank, nodes: list[NodeWithScore], query: str | QueryBundle, use_async: bool) -> Any:
+    bundle = query if isinstance(query, QueryBundle) else QueryBundle(query)
+    if use_async:
+        return asyncio.run(reranker.apostprocess_nodes(nodes, bundle))
+    return reranker.postprocess_nodes(nodes, bundle)
+
+
 @pytest.mark.parametrize("use_async", [False, True])
 def test_emits_instrumentation_and_callback_events(
     use_async: bool,
@@ -200,10 +207,7 @@ def test_emits_instrumentation_and_callback_events(
     debug = LlamaDebugHandler()
     reranker = ZerankRerank(scorer=scorer, top_n=3, callback_manager=CallbackManager([debug]))
     bundle = QueryBundle(queries[0])
-    if use_async:
-        out = asyncio.run(reranker.apostprocess_nodes(nodes, bundle))
-    else:
-        out = reranker.postprocess_nodes(nodes, bundle)
+    out = postprocess(reranker, nodes, bundle, use_async)
 
     start, end = collected  # no ledger: no savings event
     assert isinstance(start, ReRankStartEvent) and isinstance(end, ReRankEndEvent)
@@ -232,10 +236,7 @@ def test_savings_event_follows_rerank_end(
     ledger = TokenLedger(encoding="o200k_base")
     reranker = ZerankRerank(scorer=scorer, top_n=3, ledger=ledger)
     for query in queries[:2]:
-        if use_async:
-            asyncio.run(reranker.apostprocess_nodes(nodes, query_str=query))
-        else:
-            reranker.postprocess_nodes(nodes, query_str=query)
+        postprocess(reranker, nodes, query, use_async)
     assert [type(e).__name__ for e in collected] == ["ReRankStartEvent", "ReRankEndEvent", "TokenSavingsEvent"] * 2
     savings = [e for e in collected if isinstance(e, TokenSavingsEvent)]
     assert [e.savings for e in savings] == ledger.records  # one record per call, the ledger's own

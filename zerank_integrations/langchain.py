@@ -137,9 +137,7 @@ class SentenceTransformerEmbeddings(Embeddings):
         embedder: Any = None,
     ) -> None:
         """``embedder``: an existing ``SentenceTransformerEmbedder`` (or anything with ``encode(texts)``)."""
-        if embedder is not None and model_name is not None:
-            raise ValueError("pass either model_name or embedder, not both")
-        self.embedder = embedder or SentenceTransformerEmbedder(model_name, device=device, batch_size=batch_size)
+        self.embedder = SentenceTransformerEmbedder.resolve(model_name, embedder, device=device, batch_size=batch_size)
 
     @property
     def model_name(self) -> str:

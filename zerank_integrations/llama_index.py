@@ -184,9 +184,7 @@ class SentenceTransformerEmbedding(BaseEmbedding):
         **kwargs: Any,
     ) -> None:
         """``embedder``: an existing ``SentenceTransformerEmbedder`` (or anything with ``encode(texts)``)."""
-        if embedder is not None and model_name is not None:
-            raise ValueError("pass either model_name or embedder, not both")
-        embedder = embedder or SentenceTransformerEmbedder(model_name, device=device, batch_size=embed_batch_size)
+        embedder = SentenceTransformerEmbedder.resolve(model_name, embedder, device=device, batch_size=embed_batch_size)
         super().__init__(
             model_name=str(embedder.model_name or DEFAULT_EMBEDDING_MODEL), embed_batch_size=embed_batch_size, **kwargs
         )

@@ -133,6 +133,25 @@ class SentenceTransformerEmbedder:
         self.device = device
         self.batch_size = batch_size
 
+    @classmethod
+    def resolve(
+        cls,
+        model_name: str | os.PathLike[str] | None,
+        embedder: Any,
+        *,
+        device: str | None = None,
+        batch_size: int = 32,
+    ) -> Any:
+        """``embedder`` if given (anything with ``encode(texts)`` and ``model_name``), else a new one for
+        ``model_name``: what the framework embedders accept."""
+        if embedder is None:
+            return cls(model_name, device=device, batch_size=batch_size)
+        if model_name is not None:
+            raise ValueError("pass either model_name or embedder, not both")
+        if not callable(getattr(embedder, "encode", None)):
+            raise TypeError(f"embedder must have encode(texts), got {type(embedder).__name__}")
+        return embedder
+
     @property
     def model(self) -> Any:
         """The loaded SentenceTransformer (shared with every embedder of the same model and device)."""
