@@ -335,12 +335,12 @@ def test_progress_lines_when_stderr_is_not_a_terminal(
     tmp_path: Path,
 ) -> None:
     monkeypatch.setattr(progress, "INTERVAL_S", 0.02)
-    args = ["demo", "--chroma-path", med_chroma, "--model", checkpoint_dir, "--max-queries", "3", "--top-k", "20"]
+    args = ["demo", "--chroma-path", med_chroma, "--model", checkpoint_dir, "--max-queries", "2", "--top-k", "5"]
     code, _out, err = run(capsys, *args)
     assert code == 0
     lines = err.splitlines()
-    assert any(line.startswith("rerank: ") and "/3 queries (" in line for line in lines), err
-    assert "rerank: 3/3 queries (100%)" in err
+    assert any(line.startswith("rerank: ") and "/2 queries (" in line for line in lines), err
+    assert "rerank: 2/2 queries (100%)" in err
     assert any(line.startswith(f"ingest {DEMO_COLLECTION}: ") and "/1,033 documents" in line for line in lines), err
     assert "Loading weights" not in err and "\r" not in err  # no progress bars drawn into a pipe
 

@@ -9,6 +9,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _adapter_support import FixedScorer
@@ -260,23 +261,12 @@ def test_random_weights_are_flagged_in_every_report(eval_result: EvalResult) -> 
 # -- the kept documents of a policy, and any Retriever ---------------------------------------------------
 
 
-def test_token_budget_in_evaluate(
-    scifact_store: ChromaStore, scifact_subset: BeirCollection, checkpoint_dir: Path
-) -> None:
-    from zerank_integrations import ZerankScorer
-
+def test_token_budget_in_evaluate(scifact_store: ChromaStore, scifact_subset: BeirCollection, scorer: Any) -> None:
     encoding = get_encoding("o200k_base")
     budget = 700
     ledger = TokenLedger(llm="gpt-4o")
     result = evaluate(
-        scifact_store,
-        scifact_subset,
-        ZerankScorer(str(checkpoint_dir)),
-        ledger,
-        top_k=TOP_K,
-        top_n=8,
-        max_prompt_tokens=budget,
-        max_queries=4,
+        scifact_store, scifact_subset, scorer, ledger, top_k=10, top_n=8, max_prompt_tokens=budget, max_queries=3
     )
     texts = dict(
         zip(*(scifact_store.collection.get(include=["documents"])[k] for k in ("ids", "documents")), strict=True)
@@ -297,7 +287,7 @@ def test_token_budget_in_evaluate(
     expected = mean_metrics({r.query_id: scifact_subset.qrels[r.query_id] for r in result.queries}, kept_run)
     assert result.kept["ndcg@10"] == pytest.approx(expected["ndcg@10"])
     assert result.kept["recall@10"] == pytest.approx(expected["recall@10"])
-    assert result.kept["prompt_tokens_per_query"] == pytest.approx(ledger.summary()["tokens_kept"] / 4)
+    assert result.kept["prompt_tokens_per_query"] == pytest.approx(ledger.summary()["tokens_kept"] / 3)
     assert result.policy.max_prompt_tokens == budget and "<= 700 prompt tokens" in render_markdown(result)
 
 
@@ -356,21 +346,31 @@ def test_any_retriever_and_documents_score_as_their_best_chunk() -> None:
         )  # type: ignore[dict-item]
 
 
-def test_evaluate_with_another_retriever_never_imports_chromadb(checkpoint_dir: Path) -> None:
-    code = f"""
+def test_evaluate_with_another_retriever_never_imports_chromadb() -> None:
+    code = """
 import sys
 from pathlib import Path
-from zerank_integrations import TokenLedger, ZerankScorer
+from zerank_integrations import TokenLedger
 from zerank_integrations.evaluation import evaluate
 from zerank_integrations.retrieval import BeirCollection, Document, Hit
-docs = [Document(id=str(i), text=f"passage number {{i}} about the eye lens") for i in range(12)]
-collection = BeirCollection("toy", Path("."), docs, {{"q": "eye lens"}}, {{"q": {{"3": 1}}}})
+docs = [Document(id=str(i), text=f"passage number {i} about the eye lens" + " lens" * i) for i in range(12)]
+collection = BeirCollection("toy", Path("."), docs, {"q": "eye lens"}, {"q": {"3": 1}})
 class Overlap:
     def search(self, query, k):
         ranked = sorted(docs, key=lambda d: (-len(set(query.split()) & set(d.text.split())), d.id))[:k]
         return [Hit(id=d.id, content=d.text, score=0.0, rank=r) for r, d in enumerate(ranked, start=1)]
-scorer = ZerankScorer({str(checkpoint_dir)!r})
-result = evaluate(Overlap(), collection, scorer, TokenLedger(encoding="o200k_base"), top_k=10, top_n=3)
+class LensCount:  # a real Reranker: more mentions of "lens", higher probability
+    model_name = "lens-count"
+    def score(self, query, documents, *, raw=False):
+        return [d.count("lens") / 20 for d in documents]
+    def rank(self, query, documents, top_n=None):
+        raise NotImplementedError
+    async def ascore(self, query, documents, *, raw=False):
+        return self.score(query, documents)
+    async def arank(self, query, documents, top_n=None):
+        raise NotImplementedError
+result = evaluate(Overlap(), collection, LensCount(), TokenLedger(encoding="o200k_base"), top_k=10, top_n=3)
+assert [d for d, _ in result.queries[0].reranked][:3] == ["11", "10", "7"], result.queries
 assert len(result.queries[0].kept) == 3, result.queries
 assert "chromadb" not in sys.modules, "chromadb was imported"
 """

@@ -273,10 +273,12 @@ def test_max_prompt_tokens_on_the_adapter(scorer: ZerankScorer, documents: list[
     def count(docs: list[str]) -> int:
         return len(encoding.encode_ordinary("\n\n".join(docs)))
 
+    scores = scorer.score(queries[0], texts)  # the checkpoint's scores, once; the budget loop reuses them
+    fixed = FixedScorer(dict(zip(texts, scores, strict=True)))
     order = [i for i, _ in scorer.rank(queries[0], texts)]
     for budget in (100, 400, 900, 2500):
         ledger = TokenLedger(encoding="o200k_base")
-        reranker = ZerankRerank(scorer=scorer, top_n=8, max_prompt_tokens=budget, ledger=ledger)
+        reranker = ZerankRerank(scorer=fixed, top_n=8, max_prompt_tokens=budget, ledger=ledger)
         out = reranker.compress_documents(documents, queries[0])
         kept = [d.page_content for d in out]
         assert count(kept) <= budget and ledger.records[-1].tokens_kept == count(kept)
@@ -285,7 +287,7 @@ def test_max_prompt_tokens_on_the_adapter(scorer: ZerankScorer, documents: list[
         for skipped in (i for i in order[:8] if i not in kept_idx):
             room = sorted([*kept_idx, skipped], key=order.index)
             assert count([texts[i] for i in room]) > budget, (budget, skipped)
-    tight = ZerankRerank(scorer=scorer, top_n=8, max_prompt_tokens=1).compress_documents(documents, queries[0])
+    tight = ZerankRerank(scorer=fixed, top_n=8, max_prompt_tokens=1).compress_documents(documents, queries[0])
     assert tight == []  # nothing fits a one-token budget
 
 

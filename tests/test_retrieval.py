@@ -315,9 +315,9 @@ def test_queries_file_order_and_judged_filter(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def long_document(datasets_dir: Path) -> Document:
-    """A real long text: 40 MED abstracts as paragraphs of one file (about 10k tokens)."""
+    """A real long text: 24 MED abstracts as paragraphs of one file (about 6k tokens)."""
     corpus = load_beir(datasets_dir / "med").corpus
-    return Document(id="notes/long.txt", text="\n\n".join(d.text for d in corpus[:40]), source="notes/long.txt")
+    return Document(id="notes/long.txt", text="\n\n".join(d.text for d in corpus[:24]), source="notes/long.txt")
 
 
 def test_long_documents_are_split_into_overlapping_token_windows(long_document: Document) -> None:
@@ -357,7 +357,7 @@ def test_long_documents_are_split_into_overlapping_token_windows(long_document: 
         if any("\n\n" in gap for gap in gaps):
             assert content[chunk.end :].startswith("\n\n"), chunk.id
             at_paragraphs += 1
-    assert at_paragraphs >= 5
+    assert at_paragraphs >= 3
     # stable: the same text gives the same chunks
     assert chunk_documents([long_document], policy, embedder.token_spans) == [chunks]
 

@@ -223,9 +223,10 @@ async def test_details_and_spans_come_back() -> None:
 
 
 def test_threads_and_asyncio_get_the_serial_results(scorer: ZerankScorer, passages: list[str]) -> None:
-    jobs = [(f"question {i % 5} about the lens", passages[i % 7 : i % 7 + 6]) for i in range(16)]
+    short = [p[:300] for p in passages[:12]]
+    jobs = [(f"question {i % 5} about the lens", short[i % 7 : i % 7 + 5]) for i in range(8)]
     ledger = TokenLedger(encoding="o200k_base")
-    step = RerankStep(scorer, SelectionPolicy(top_n=3, max_prompt_tokens=800), ledger=ledger)
+    step = RerankStep(scorer, SelectionPolicy(top_n=3, max_prompt_tokens=150), ledger=ledger)
     serial = [step.run(q, docs) for q, docs in jobs]
     with ThreadPoolExecutor(4) as pool:
         threaded = list(pool.map(lambda job: step.run(*job), jobs))
@@ -238,5 +239,6 @@ def test_threads_and_asyncio_get_the_serial_results(scorer: ZerankScorer, passag
         assert [(r.ranking, r.kept, r.over_budget) for r in other] == [
             (r.ranking, r.kept, r.over_budget) for r in serial
         ]
-    assert ledger.summary()["calls"] == 48
+    assert ledger.summary()["calls"] == 24
+    assert any(r.over_budget for r in serial)  # the budget binds, so it is part of what must agree
     assert threading.active_count() < 50

@@ -121,19 +121,18 @@ class RerankStep:
         The ledger and the token budget count it.
         """
         request = self._prepare(query, documents, prompt)
-        scores, details = self._score(request, asynchronous=False)
-        return self.finish(request.query, request.documents, scores, prompt=request.prompt, details=details)
+        method, with_details = self._scoring_method(asynchronous=False)
+        scored = method(request.query, request.documents, **self._kwargs) if request.documents else []
+        return self._finish_request(request, scored, with_details)
 
     async def arun(self, query: str, documents: Sequence[str], *, prompt: Sequence[Any] | None = None) -> RerankResult:
         """:meth:`run` without blocking the event loop: awaits the scorer's ``ascore``; counting runs in a thread."""
         request = self._prepare(query, documents, prompt)
-        scores, details = await self._score(request, asynchronous=True)
-        finish = functools.partial(
-            self.finish, request.query, request.documents, scores, prompt=request.prompt, details=details
-        )
+        method, with_details = self._scoring_method(asynchronous=True)
+        scored = await method(request.query, request.documents, **self._kwargs) if request.documents else []
         if self.ledger is None and self.policy.max_prompt_tokens is None:
-            return finish()  # nothing to count: no need for a thread
-        return await asyncio.to_thread(finish)
+            return self._finish_request(request, scored, with_details)  # nothing to count: no need for a thread
+        return await asyncio.to_thread(self._finish_request, request, scored, with_details)
 
     def finish(
         self,
@@ -172,36 +171,27 @@ class RerankStep:
             raise ValueError(f"prompt has {len(items)} entries for {len(docs)} documents")
         return _Request(query, docs, items)
 
-    def _score(self, request: _Request, *, asynchronous: bool) -> Any:
-        """The scorer call (a coroutine when ``asynchronous``), returning ``(probabilities, details or None)``."""
+    @property
+    def _kwargs(self) -> dict[str, Any]:
+        """Keywords for the scorer: the instruction only when there is one (older scorers do not take it)."""
+        return {"instruction": self.instruction} if self.instruction is not None else {}
+
+    def _scoring_method(self, *, asynchronous: bool) -> tuple[Callable[..., Any], bool]:
+        """The scorer's ``[a]score_details`` when it has one (scores with spans), else ``[a]score``."""
         prefix = "a" if asynchronous else ""
         method = getattr(self.scorer, f"{prefix}score_details", None)
-        with_details = callable(method)
-        if not with_details:
-            method = getattr(self.scorer, f"{prefix}score")
-        kwargs = {"instruction": self.instruction} if self.instruction is not None else {}
+        if callable(method):
+            return method, True
+        return getattr(self.scorer, f"{prefix}score"), False
 
-        def unpack(result: Any) -> tuple[list[float], list[Any] | None]:
-            values = list(result)
-            return ([float(d.probability) for d in values], values) if with_details else (values, None)
-
-        if not request.documents:  # nothing to score: the model is not touched
-            empty: tuple[list[float], list[Any] | None] = ([], [] if with_details else None)
-            return _ready(empty) if asynchronous else empty
-        if asynchronous:
-            return _then(method(request.query, request.documents, **kwargs), unpack)
-        return unpack(method(request.query, request.documents, **kwargs))
+    def _finish_request(self, request: _Request, scored: Sequence[Any], with_details: bool) -> RerankResult:
+        values = list(scored)
+        scores = [float(d.probability) for d in values] if with_details else values
+        details = values if with_details else None
+        return self.finish(request.query, request.documents, scores, prompt=request.prompt, details=details)
 
     def _counter(self, items: list[Any]) -> Callable[[Sequence[int]], int] | None:
         if self.policy.max_prompt_tokens is None:
             return None
         count = self.ledger.count_tokens if self.ledger is not None else _budget_counter()
         return lambda indexes: count([items[i] for i in indexes])
-
-
-async def _ready(value: Any) -> Any:
-    return value
-
-
-async def _then(awaitable: Any, then: Callable[[Any], Any]) -> Any:
-    return then(await awaitable)

