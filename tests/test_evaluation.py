@@ -220,6 +220,8 @@ def test_report_files_name_the_setup(eval_result: EvalResult, tmp_path: Path, ch
     reranker = data["reranker"]
     assert reranker["model"] == str(checkpoint_dir) and reranker["backend"] == "ZerankScorer"
     assert {"revision", "family", "random_weights", "instruction"} <= set(reranker)
+    # the library's own test checkpoints are flagged, through the scorer's random_weights
+    assert reranker["family"] == "zerank" and reranker["random_weights"] is True and eval_result.random_weights
     assert data["selection"] == {"score_threshold": None, "top_n": TOP_N, "max_prompt_tokens": None}
     assert data["machine"]["cpu_count"] >= 1 and data["machine"]["device"] == "cpu"
     assert data["kept"]["prompt_tokens_per_query"] == pytest.approx(eval_result.tokens["tokens_kept"] / MAX_QUERIES)

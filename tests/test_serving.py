@@ -27,6 +27,7 @@ import pytest
 import uvicorn
 
 from zerank_integrations import ZerankScorer
+from zerank_integrations.base import DEFAULT_MODEL
 from zerank_integrations.serving import (
     MicroBatcher,
     RawScoresUnavailableError,
@@ -115,7 +116,7 @@ def test_remote_scores_equal_local_scores(base_url: str, scorer: ZerankScorer) -
         assert [i for i, _ in remote.rank(QUERY, DOCS)] == [i for i, _ in scorer.rank(QUERY, DOCS)]
         assert remote.score(QUERY, []) == []
         assert remote.requests_sent == 4  # the empty list never reached the server
-        assert remote.model_name == "zeroentropy/zerank-2"
+        assert remote.model_name == DEFAULT_MODEL
 
 
 async def test_async_remote_scores_equal_local_scores(base_url: str, scorer: ZerankScorer) -> None:
@@ -573,7 +574,7 @@ def test_serve_arguments_defaults_and_options() -> None:
     assert (args.host, args.port, args.model, args.api_key) == (
         "127.0.0.1",
         8000,
-        "zeroentropy/zerank-2",
+        DEFAULT_MODEL,
         None,
     )
     args = parser.parse_args(

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
-from zerank_integrations.base import DEFAULT_MODEL, Reranker, validate_top_n
+from zerank_integrations.base import DEFAULT_MODEL, Reranker, validate_instruction, validate_top_n
 from zerank_integrations.options import SCORER_OPTIONS, scorer_fields
 from zerank_integrations.rerank import RerankResult, RerankStep, SavingsRecorder
 from zerank_integrations.selection import SelectionPolicy, validate_max_prompt_tokens, validate_score_threshold
@@ -135,9 +135,7 @@ class RerankSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
     @field_validator("instruction", mode="before")
     @classmethod
     def _check_instruction(cls, value: Any) -> str | None:
-        if value is not None and not isinstance(value, str):
-            raise TypeError(f"instruction must be a string or None, got {type(value).__name__}")
-        return value if value is not None and value.strip() else None
+        return validate_instruction(value)
 
     @field_validator("dtype", "device", mode="before")
     @classmethod

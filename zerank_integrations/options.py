@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr
 
 from zerank_integrations.base import DEFAULT_MODEL
+from zerank_integrations.families import FAMILY_NAMES
 
 __all__ = [
     "SCORER_OPTIONS",
@@ -81,13 +82,20 @@ class ScorerOption:
 
 
 SCORER_OPTIONS: tuple[ScorerOption, ...] = (
+    ScorerOption(
+        "family",
+        str,
+        f"reranker family: {', '.join(FAMILY_NAMES)} (default: read from the checkpoint, then known hub ids)",
+        cli_choices=FAMILY_NAMES,
+    ),
     ScorerOption("revision", str, "model revision (branch, tag or commit) on the Hugging Face Hub"),
     ScorerOption("device", str, "torch device: cpu, cuda, cuda:1, mps (default: best available)"),
     ScorerOption("dtype", str, "float32, bfloat16, float16 (default: per device)"),
     ScorerOption(
         "max_length",
         int,
-        "max tokens per (query, document) prompt; longer pairs are shortened, document first",
+        "max tokens per (query, document) prompt (default: the family's); longer pairs are shortened, document "
+        "first, or split into windows with long_documents=max_chunk",
         cli_type=positive_int,
         ge=1,
     ),
@@ -102,13 +110,6 @@ SCORER_OPTIONS: tuple[ScorerOption, ...] = (
         cli_type=_prefix_reuse,
         cli_metavar="{auto,on,off}",
     ),
-    ScorerOption(
-        "prefix_min_tokens",
-        int,
-        "shortest query prefix (in tokens) worth reusing when prefix reuse is auto",
-        cli_type=positive_int,
-        ge=1,
-    ),
     ScorerOption("cache_dir", str, "Hugging Face cache folder for downloaded models"),
     ScorerOption(
         "token",
@@ -117,6 +118,34 @@ SCORER_OPTIONS: tuple[ScorerOption, ...] = (
         cli=False,
         cli_reason="a token on a command line is visible to other users; the Hub reads $HF_TOKEN instead",
         secret=True,
+    ),
+    ScorerOption(
+        "cache_size",
+        int,
+        "score cache entries: repeated (query, document) pairs are not scored again (default: 0, off)",
+        cli_type=non_negative_int,
+        ge=0,
+    ),
+    ScorerOption(
+        "long_documents",
+        Literal["truncate", "max_chunk"],
+        "a document longer than the prompt leaves room for: truncate it (default), or score overlapping windows "
+        "and keep the best (max_chunk; the best window's character span is reported)",
+        cli_choices=("truncate", "max_chunk"),
+    ),
+    ScorerOption(
+        "chunk_tokens",
+        int,
+        "max_chunk window, in reranker tokens (default: the room the query and template leave)",
+        cli_type=positive_int,
+        ge=1,
+    ),
+    ScorerOption(
+        "chunk_stride",
+        int,
+        "max_chunk stride, in reranker tokens (default: 3/4 of the window)",
+        cli_type=positive_int,
+        ge=1,
     ),
 )
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from zerank_integrations.base import Reranker, as_list, validate_documents, validate_query
+from zerank_integrations.base import Reranker, as_list, validate_documents, validate_instruction, validate_query
 from zerank_integrations.selection import Selection, SelectionPolicy, select
 
 __all__ = ["DEFAULT_BUDGET_ENCODING", "RerankResult", "RerankStep", "SavingsRecorder"]
@@ -101,12 +101,10 @@ class RerankStep:
                 "ledger must be a TokenLedger (or have record(query, candidates, kept) and count_tokens(documents)), "
                 f"got {type(ledger).__name__}"
             )
-        if instruction is not None and not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a string or None, got {type(instruction).__name__}")
         self.scorer = scorer
         self.policy = policy if policy is not None else SelectionPolicy()
         self.ledger = ledger
-        self.instruction = instruction if instruction is not None and instruction.strip() else None
+        self.instruction = validate_instruction(instruction)
 
     @property
     def model_name(self) -> str:

@@ -10,8 +10,6 @@ from typing import Any
 
 from zerank_integrations.cli.support import PROG, CliError, progress_bars_only_on_terminal
 
-RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
-
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -46,17 +44,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
             with progress_bars_only_on_terminal():
-                build_test_checkpoint(tmp, tokenizer)
-            marker = Path(tmp, RANDOM_WEIGHTS_MARKER)
-            if not marker.exists():
-                marker.write_text(
-                    "This checkpoint has RANDOM weights (zerank-integrations make-test-model).\n"
-                    "Its scores are meaningless; it only exercises loading, prompting and scoring offline.\n",
-                    encoding="utf-8",
-                )
-            out.mkdir(parents=True, exist_ok=True)
-            for item in Path(tmp).iterdir():
-                shutil.copyfile(item, out / item.name)
+                build_test_checkpoint(tmp, tokenizer)  # writes RANDOM_WEIGHTS.txt itself
+            shutil.copytree(tmp, out, dirs_exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot write the test model to {out}: {exc.strerror or exc}") from None
     print(

@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from zerank_integrations.base import logit_to_probability, rank_scores, validate_query, validate_top_n
+from zerank_integrations.base import Calibration, rank_scores, validate_query, validate_top_n
 from zerank_integrations.serving.batcher import BatcherBusyError, BatcherClosedError, MicroBatcher
 
 logger = logging.getLogger("zerank_integrations.serving")
@@ -63,6 +63,9 @@ class ServableScorer(Protocol):
 
     @property
     def model_name(self) -> str: ...
+
+    @property
+    def calibration(self) -> Calibration: ...
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]: ...
 
@@ -274,7 +277,7 @@ def create_app(
         except Exception:
             logger.exception("scoring failed for a request with %d documents", len(params.documents))
             raise ApiError(500, "internal error while scoring; see the server log") from None
-        probabilities = [logit_to_probability(x) for x in logits]
+        probabilities = [scorer.calibration.probability(x) for x in logits]
         results = []
         for index, probability in rank_scores(probabilities, params.top_n):
             item: dict[str, Any] = {

@@ -36,15 +36,16 @@ from pydantic import SecretStr
 
 from zerank_integrations.base import (
     DEFAULT_MODEL,
-    logit_to_probability,
     rank_scores,
     validate_documents,
     validate_query,
     validate_top_n,
 )
+from zerank_integrations.families import get_family
 
 ScoreTransform = Literal["none", "sigmoid_div5", "resigmoid_div5"]
 _TRANSFORMS: tuple[str, ...] = ("none", "sigmoid_div5", "resigmoid_div5")
+_ZERANK = get_family("zerank").calibration
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -344,10 +345,10 @@ class RemoteScorer:
             )
         values = [float(v) for v in relevance if v is not None]
         if self.score_transform == "sigmoid_div5":
-            return values if raw else [logit_to_probability(v) for v in values]
+            return values if raw else [_ZERANK.probability(v) for v in values]
         if self.score_transform == "resigmoid_div5":
             logits = [_logit(v) for v in values]
-            return logits if raw else [logit_to_probability(v) for v in logits]
+            return logits if raw else [_ZERANK.probability(v) for v in logits]
         if not raw:
             return values
         if any(v is None for v in raw_scores):
