@@ -38,6 +38,7 @@ def test_both_examples_run_and_rank_identically(checkpoint_dir: Path, datasets_d
     savings = {name: SAVINGS_LINE.findall(out) for name, out in outputs.items()}
     for name in outputs:
         assert [int(rank) for rank, _, _ in ranked[name]] == [1, 2, 3], outputs[name]
+        assert outputs[name].count("random-weight test model") == 1  # the test checkpoint is flagged, once
         probabilities = [float(p) for _, _, p in ranked[name]]
         assert probabilities == sorted(probabilities, reverse=True)
         [(tokens_in, tokens_kept, saved)] = savings[name]
