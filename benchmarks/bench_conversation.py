@@ -58,8 +58,13 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256, help="test checkpoint width")
     parser.add_argument("--layers", type=int, default=4, help="test checkpoint depth")
     parser.add_argument("--cache-size", type=int, default=20_000)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # fewer threads: steadier timings on a shared machine
 
     collection = load_beir(args.datasets / "med")
     qids = collection.judged_query_ids()[: args.conversations]
@@ -129,6 +134,7 @@ def main() -> None:
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "checkpoint": f"random Qwen3, hidden {args.hidden}, {args.layers} layers",
+        "torch_threads": args.threads or "default",
         "conversations": len(qids),
         "k": args.k,
         "hit_rate": stats.cache_hits / lookups if lookups else 0.0,

@@ -122,10 +122,12 @@ def test_search_reranks_with_checkpoint(
     assert (tokens["candidates"], tokens["kept"]) == (8, 3)
     assert 0 < tokens["tokens_kept"] <= tokens["tokens_in"]
     assert payload["selection"] == {"score_threshold": None, "top_n": 3, "max_prompt_tokens": None}
+    assert payload["reranker"] == {"model": str(checkpoint_dir), "random_weights": True}
     assert [d["document"] for d in payload["documents"]][:3] == [r["id"] for r in reranked]
     code, out, _ = run(capsys, *args)
     assert code == 0
     assert "kept for the prompt (top 3; 3 of 8 reranked)" in out
+    assert out.count("random-weight test model") == 1  # the library's test checkpoints are flagged, once
     assert f"tokens (gpt-4o): {tokens['tokens_in']:,} for all 8 candidates -> {tokens['tokens_kept']:,} kept" in out
     # a token budget: the kept passages fit it exactly as the savings count them
     code, out, _ = run(capsys, *args, "--max-prompt-tokens", "300", "--json")
@@ -342,18 +344,6 @@ def test_progress_lines_when_stderr_is_not_a_terminal(
     assert "rerank: 2/2 queries (100%)" in err
     assert any(line.startswith(f"ingest {DEMO_COLLECTION}: ") and "/1,033 documents" in line for line in lines), err
     assert "Loading weights" not in err and "\r" not in err  # no progress bars drawn into a pipe
-
-
-def test_search_flags_random_weights_once(
-    capsys: pytest.CaptureFixture[str], med_chroma: Path, checkpoint_dir: Path, tmp_path: Path
-) -> None:
-    model = tmp_path / "model"
-    shutil.copytree(checkpoint_dir, model)
-    (model / "RANDOM_WEIGHTS.txt").write_text("random")
-    code, out, _ = run(
-        capsys, "search", "lens", "--chroma-path", med_chroma, "--collection", DEMO_COLLECTION, "--model", model
-    )
-    assert code == 0 and out.count("random-weight test model") == 1
 
 
 def test_closed_output_pipe_is_not_a_traceback(ingested: Path) -> None:
