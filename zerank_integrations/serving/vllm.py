@@ -117,15 +117,10 @@ def vllm_remote_scorer(
     base_url: str,
     model: str,
     *,
+    family: str = "zerank",
     api_key: str | SecretStr | None = None,
     **options: Any,
 ) -> RemoteScorer:
-    """A ``RemoteScorer`` for vLLM: asks for raw logits (``use_activation: false``), applies sigmoid(x / 5).
-
-    ``model`` must be the served model name. Older vLLM versions call the request field ``activation``;
-    pass ``extra_body={"activation": False}`` there. Check once against a local scorer (docs/serving.md):
-    a server that ignores the field returns sigmoid(logit), which this would misread as a logit.
-    """
-    options.setdefault("extra_body", {"use_activation": False})
-    options.setdefault("score_transform", "sigmoid_div5")
-    return RemoteScorer(base_url, model=model, api_key=api_key, **options)
+    """A ``RemoteScorer`` for vLLM: asks for raw scores (``use_activation: false``) and applies the family's
+    calibration itself. ``model`` must be the served model name."""
+    return RemoteScorer(base_url, dialect="vllm", model=model, family=family, api_key=api_key, **options)
