@@ -271,10 +271,14 @@ async def raw_exchange(port: int, kind: str) -> tuple[int | None, str]:
             await writer.drain()
             return None, "left"
         await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 10)
-        status = int(line.split()[1]) if line.startswith(b"HTTP/1.1") else None
-        rest = await asyncio.wait_for(reader.read(100_000), 10)
-        return status, "json" if b"{" in rest else "not json"
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status = int(head.split()[1]) if head.startswith(b"HTTP/1.1") else None
+        length = next(
+            (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")), 0
+        )
+        answer = await asyncio.wait_for(reader.readexactly(length), 10)
+        is_json = b"application/json" in head.lower() and answer.startswith(b"{")
+        return status, "json" if is_json else "not json"
     finally:
         writer.close()
 

@@ -261,7 +261,9 @@ def create_app(
         )
 
     app.add_middleware(_Guard, error_shapes={d.path: d.error for d in DIALECTS})
-    app.openapi = lambda: _openapi(app, accepts_instruction=accepts_instruction, auth=secret is not None)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(  # type: ignore[method-assign]
+        app, accepts_instruction=accepts_instruction, auth=secret is not None, max_documents=max_documents
+    )  # type: ignore[method-assign]
     return app
 
 
@@ -292,24 +294,26 @@ def _check_auth(request: Request, secret: SecretStr) -> None:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header first, then stream)."""
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header first, then stream).
+
+    The connection is not closed on a 413: the server keeps reading and discarding the rest of the body
+    (bounded by the body timeout), so the client reads the answer instead of a connection reset.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
             size = int(declared)
         except ValueError:
-            raise ApiError(400, f"Content-Length {declared!r} is not a number", close=True) from None
+            raise ApiError(400, f"Content-Length {declared!r} is not a number") from None
         if size > limit:
-            raise ApiError(413, f"request body is {size} bytes; this server accepts at most {limit} bytes", close=True)
+            raise ApiError(413, f"request body is {size} bytes; this server accepts at most {limit} bytes")
     chunks: list[bytes] = []
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
-                raise ApiError(
-                    413, f"request body is larger than {limit} bytes, the most this server accepts", close=True
-                )
+                raise ApiError(413, f"request body is larger than {limit} bytes, the most this server accepts")
             chunks.append(chunk)
     except ClientDisconnect:
         raise _ClientGone("the client disconnected while sending its body") from None
@@ -411,7 +415,7 @@ async def _never_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _openapi(app: FastAPI, *, accepts_instruction: bool, auth: bool) -> dict[str, Any]:
+def _openapi(app: FastAPI, *, accepts_instruction: bool, auth: bool, max_documents: int) -> dict[str, Any]:
     """FastAPI's schema plus each dialect's request body, which the routes parse themselves (bounded)."""
     if app.openapi_schema:
         return app.openapi_schema
@@ -420,6 +424,7 @@ def _openapi(app: FastAPI, *, accepts_instruction: bool, auth: bool) -> dict[str
     for dialect in DIALECTS:
         request_schema = dialect.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(request_schema.pop("$defs", {}))
+        request_schema["properties"][dialect.documents_field]["maxItems"] = max_documents
         if not accepts_instruction:
             request_schema["properties"].pop("instruction", None)
         components[dialect.request_model.__name__] = request_schema

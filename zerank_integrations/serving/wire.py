@@ -33,15 +33,12 @@ class ApiError(Exception):
         *,
         param: str | None = None,
         headers: dict[str, str] | None = None,
-        close: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.headers = dict(headers or {})
-        if close:  # the rest of this connection's body was never read: do not reuse the connection
-            self.headers["Connection"] = "close"
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -83,11 +80,12 @@ def _integer(text: str) -> int:
     return int(text)
 
 
-def _finite_float(text: str) -> float:
+def _number(text: str) -> float | int:
+    """A finite float; an integral one (``135.0``, ``1e2``) is an integer, as JSON Schema counts it."""
     value = float(text)
     if value in (float("inf"), float("-inf")):
         raise _BadJson(f"the number {text[:20]} is too large for a 64-bit float")
-    return value
+    return int(value) if value.is_integer() and abs(value) <= 2**53 else value
 
 
 def _no_constant(name: str) -> Any:
@@ -114,7 +112,7 @@ def parse_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
             text,
             object_pairs_hook=_no_duplicates,
             parse_int=_integer,
-            parse_float=_finite_float,
+            parse_float=_number,
             parse_constant=_no_constant,
         )
     except _BadJson as error:
