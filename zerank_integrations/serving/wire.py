@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import ValidationError
 
 DEFAULT_MAX_DEPTH = 32
-MAX_INTEGER_DIGITS = 32
+MAX_INTEGER_DIGITS = 4300  # CPython's own bound on str -> int (quadratic beyond it)
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
