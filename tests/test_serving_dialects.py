@@ -6,6 +6,8 @@ Each SDK's answer must give the local scorer's order and scores (1e-6); bad requ
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -220,3 +222,71 @@ def test_bad_requests_get_the_dialects_own_4xx(
         good = client.post("/v2/rerank", json={"query": QUERY, "documents": DOCS[:3]})  # same connection pool
     assert good.status_code == 200
     assert close_to(in_input_order(good.json()["results"], 3), scorer.score(QUERY, DOCS[:3]))
+
+
+# -- the core contract's per-pair details: usage, truncation, instruction, families --------------------------
+needs_core = pytest.mark.skipif(
+    not hasattr(ZerankScorer, "score_pairs_details"), reason="needs the core contract (score_pairs_details)"
+)
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@needs_core
+def test_usage_is_the_tokens_the_model_read(base_url: str, scorer: ZerankScorer) -> None:
+    tokens = sum(d.tokens for d in scorer.score_details(QUERY, DOCS))
+    assert tokens > len(DOCS)  # every prompt has a template around the texts
+    cohere_v2 = httpx.post(f"{base_url}/v2/rerank", json={"query": QUERY, "documents": DOCS}, headers=AUTH).json()
+    assert cohere_v2["meta"]["tokens"]["input_tokens"] == tokens == cohere_v2["usage"]["total_tokens"]
+    voyage = httpx.post(
+        f"{base_url}/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_k": 1}, headers=AUTH
+    ).json()
+    assert voyage["usage"]["total_tokens"] == tokens
+    zeroentropy = httpx.post(f"{base_url}/v1/models/rerank", json={"query": QUERY, "documents": DOCS}, headers=AUTH)
+    assert zeroentropy.json()["total_tokens"] == tokens
+
+
+@needs_core
+def test_max_tokens_per_doc_cuts_each_document(base_url: str, scorer: ZerankScorer) -> None:
+    cut = scorer.truncate_texts(DOCS, 3)
+    assert cut != DOCS and all(n <= 3 for n in scorer.count_tokens(cut))
+    body = {"query": QUERY, "documents": DOCS, "max_tokens_per_doc": 3}
+    answer = httpx.post(f"{base_url}/v2/rerank", json=body, headers=AUTH).json()
+    assert close_to(in_input_order(answer["results"], len(DOCS)), scorer.score(QUERY, cut))
+
+
+@needs_core
+async def test_requests_with_different_instructions_share_a_batch(scorer: ZerankScorer) -> None:
+    if not scorer.accepts_instruction:
+        pytest.skip("the test checkpoint's family takes no instruction")
+    instructions = ["prefer primary sources", "prefer recent documents", None]
+    expected = [scorer.score(QUERY, DOCS, instruction=text) for text in instructions]
+    assert expected[0] != expected[1]
+    app = create_app(scorer, batch_wait_ms=200)
+    with serve_in_thread(app) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            bodies = [{"query": QUERY, "documents": DOCS, "instruction": text} for text in instructions]
+            answers = await asyncio.gather(*(client.post("/v1/rerank", json=body) for body in bodies))
+        assert app.state.batcher.stats.largest_batch_requests >= 2
+    for answer, want in zip(answers, expected, strict=True):
+        assert close_to(in_input_order(answer.json()["results"], len(DOCS)), want)
+
+
+@needs_core
+def test_a_family_without_instructions_answers_422(tmp_path: Any, qwen3_tokenizer_dir: Any) -> None:
+    from zerank_integrations.testing import build_test_checkpoint
+
+    checkpoint = build_test_checkpoint(tmp_path / "cross-encoder", family="cross-encoder")
+    cross = ZerankScorer(str(checkpoint))
+    assert not cross.accepts_instruction
+    app = create_app(cross)
+    with serve_in_thread(app) as url:
+        refused = httpx.post(f"{url}/v2/rerank", json={"query": QUERY, "documents": DOCS, "instruction": "be strict"})
+        schema = httpx.get(f"{url}/openapi.json").json()
+        # TEI returns raw scores; the cross-encoder family's calibration (temperature 1) makes probabilities
+        with RemoteScorer(url, dialect="tei", model=cross.model_name, family="cross-encoder") as remote:
+            assert close_to(remote.score(QUERY, DOCS), cross.score(QUERY, DOCS))
+            assert close_to(remote.score(QUERY, DOCS, raw=True), cross.score(QUERY, DOCS, raw=True))
+    assert refused.status_code == 422 and "takes no instruction" in refused.json()["message"]
+    assert "instruction" not in schema["components"]["schemas"]["CohereRerankRequest"]["properties"]
+    raw = cross.score(QUERY, DOCS, raw=True)
+    assert close_to(cross.score(QUERY, DOCS), [1 / (1 + math.exp(-x)) for x in raw])
