@@ -45,7 +45,7 @@ HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0
 SHUTDOWN_TIMEOUT_S = 10
 MAX_DOCUMENTS = 64
-MAX_REQUEST_BYTES = 256 * 1024
+MAX_REQUEST_BYTES = 1024 * 1024
 
 # -- good traffic: every dialect, answers put back in input order ------------------------------------------
 GOOD_DIALECTS = ("cohere-v1", "cohere-v2", "voyage", "mixedbread", "tei", "zeroentropy")
@@ -461,14 +461,26 @@ async def _soak(url: str, proc: subprocess.Popen[bytes], args: argparse.Namespac
         _, stuck_writer = await asyncio.open_connection("127.0.0.1", port)
         stuck_writer.write(_head("/v1/rerank", 5000) + b'{"query": "never finished"')
         await stuck_writer.drain()
-        heavy = [(path, body) for _, path, body in work][: args.in_flight]
-        in_flight = [asyncio.create_task(client.post(path, json=body)) for path, body in heavy]
-        await asyncio.sleep(0.05)
-        report.in_flight_at_sigterm = len(in_flight)
+        long_document = " ".join(f"photosynthesis{i % 97}" for i in range(1000))  # ~3,000 tokens: seconds of work
+        heavy = {"query": "in flight at SIGTERM", "documents": [long_document] * 48}
+        before = (await client.get("/health")).json()
+        in_flight = [asyncio.create_task(client.post("/v2/rerank", json=heavy)) for _ in range(args.in_flight)]
+        async with httpx.AsyncClient(base_url=url, timeout=5) as probe:  # its own connection
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # until the batcher holds every one of them
+                now = (await probe.get("/health")).json()
+                accepted = now["batcher"]["requests"] - before["batcher"]["requests"] + now["queued"]
+                if accepted >= args.in_flight:
+                    break
+                await asyncio.sleep(0.01)
         sent_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        pending = [task for task in in_flight if not task.done()]
+        report.in_flight_at_sigterm = len(pending)
         results = await asyncio.gather(*in_flight, return_exceptions=True)
-        report.in_flight_answered = sum(1 for r in results if isinstance(r, httpx.Response) and r.status_code == 200)
+        ok = [isinstance(r, httpx.Response) and r.status_code == 200 for r in results]
+        report.in_flight_answered = sum(good for task, good in zip(in_flight, ok, strict=True) if task in pending)
+        report.good_lost += sum(not good for task, good in zip(in_flight, ok, strict=True) if task not in pending)
         exit_code = await asyncio.to_thread(_wait, proc, SHUTDOWN_TIMEOUT_S + 20)
         report.exit_seconds = round(time.monotonic() - sent_at, 2)
         report.exit_code = exit_code

@@ -292,7 +292,7 @@ def test_short_soak_with_sigterm(checkpoint_dir: Path, tmp_path: Path) -> None:
     report = soak.run_soak(args)
     assert report.problems() == []
     assert report.good_sent > 120 and report.good_lost == 0 and report.server_5xx == 0
-    assert report.in_flight_answered == report.in_flight_at_sigterm == 8
+    assert report.in_flight_answered == report.in_flight_at_sigterm >= 1  # still being scored at SIGTERM
     assert report.exit_seconds < soak.SHUTDOWN_TIMEOUT_S
     assert report.stalled_closed_s and max(report.stalled_closed_s) < soak.BODY_TIMEOUT_S + 1.5
     assert "Traceback" not in (tmp_path / "serve.log").read_text()

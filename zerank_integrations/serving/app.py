@@ -186,6 +186,7 @@ def create_app(
             "auth": secret is not None,
             "batcher": batcher.stats.as_dict() if batcher is not None else None,
             "queued": batcher.queued if batcher is not None else 0,
+            "in_flight": batcher.in_flight if batcher is not None else 0,
             "scorer": _scorer_stats(scorer),
         }
 
