@@ -1,5 +1,9 @@
 """Scoring throughput: ZerankScorer vs sentence-transformers CrossEncoder vs the naive recipe, in one run.
 
+Any family: ``--family`` picks the test checkpoint built on the fly (zerank, qwen3-reranker, mxbai-rerank-v2,
+cross-encoder); sentence-transformers loads the checkpoint the way users load the published models
+(``CrossEncoder(path)``: Transformer + LogitScore, or the sequence classifier).
+
 Each (method, workload) round runs in a fresh subprocess, round-robin across methods, so a noisy machine
 penalises every method alike and peak memory is measured per method. Reported: pairs/s, prompt tokens/s,
 padding efficiency (real tokens / computed token slots) and peak memory, plus speed ratios.
@@ -119,6 +123,7 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
         scorer = ZerankScorer(
             args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, batch_tokens=args.batch_tokens
         )
+        assert scorer.family == args.family, f"{args.model} is a {scorer.family} checkpoint, not {args.family}"
         scorer.score(groups[0][0], groups[0][1][:4])
 
         def work() -> None:
@@ -166,10 +171,10 @@ def _baseline(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, Any]:
     if dtype is None:
         dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     if args.method == "st":
-        from zerank_integrations.testing import sentence_transformers_cross_encoder
+        from sentence_transformers import CrossEncoder
 
-        cross_encoder = sentence_transformers_cross_encoder(
-            args.model, device=args.device, model_kwargs={"dtype": dtype}
+        cross_encoder = CrossEncoder(
+            args.model, device=args.device, model_kwargs={"dtype": dtype}, max_length=args.max_length
         )
 
         def forward(query: str, docs: list[str]) -> None:
@@ -177,20 +182,40 @@ def _baseline(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, Any]:
                 [(query, d) for d in docs], batch_size=args.st_batch_size, activation_fn=torch.nn.Identity()
             )
 
-        return cross_encoder[0].model.model, forward  # ST calls .forward() directly: hook the body
+        return cross_encoder[0].model.base_model, forward  # ST calls .forward() directly: hook the body
+
+    from zerank_integrations import ZerankScorer
+
+    # The textbook recipe: the family's prompt, one pair per forward, the model's full head. The prompt's token
+    # ids come from the scorer's template (checked against the family's rendered prompt when it loads).
+    template = ZerankScorer(args.model, device="cpu", max_length=args.max_length).loaded_model
+    if args.family == "cross-encoder":
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
+
+        @torch.inference_mode()
+        def naive(query: str, docs: list[str]) -> None:
+            for doc in docs:
+                limit = args.max_length or template.default_max_length
+                encoded = tokenizer(query, doc, truncation="only_second", max_length=limit, return_tensors="pt")
+                model(**encoded.to(args.device)).logits[0].tolist()
+
+        return model.base_model, naive
 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
-    yes = tokenizer.convert_tokens_to_ids("Yes")
+    prompt = template.template
+    head_ids = [tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in template.family.head.tokens]
 
     @torch.inference_mode()
     def naive(query: str, docs: list[str]) -> None:
-        for doc in docs:  # the textbook recipe: one prompt, full-vocabulary logits, read one entry
-            messages = [{"role": "system", "content": query.strip()}, {"role": "user", "content": doc.strip()}]
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(args.device)
-            model(input_ids=ids).logits[0, -1, yes].item()
+        for doc in docs:
+            q, d = prompt.normalize(query, doc)
+            ids = prompt.reference_ids(template.tokens, q, d, prompt.effective_instruction(None)).ids
+            logits = model(input_ids=torch.tensor([ids], device=args.device)).logits[0, -1]
+            [logits[i].item() for i in head_ids]
 
     return model.model, naive
 
@@ -199,6 +224,12 @@ def _baseline(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model id or directory (default: build the small test checkpoint)")
+    parser.add_argument(
+        "--family",
+        default="zerank",
+        choices=["zerank", "qwen3-reranker", "mxbai-rerank-v2", "cross-encoder"],
+        help="reranker family (of the test checkpoint; a --model must be of this family)",
+    )
     parser.add_argument("--hidden-size", type=int, default=64, help="test checkpoint width (64-256)")
     parser.add_argument("--layers", type=int, default=2, help="test checkpoint depth (2-4)")
     parser.add_argument("--device", default="cpu")
@@ -212,7 +243,7 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per run (1 avoids oversubscription on a shared CPU)"
     )
-    parser.add_argument("--max-length", type=int, default=4096)
+    parser.add_argument("--max-length", type=int, default=None, help="tokens per pair (default: the family's)")
     parser.add_argument("--st-batch-size", type=int, default=32)
     parser.add_argument("--batch-tokens", type=int, default=None, help="ZerankScorer token budget per forward")
     parser.add_argument("--data", default=str(SCIFACT))
@@ -229,7 +260,9 @@ def main() -> int:
         from zerank_integrations.testing import build_test_checkpoint
 
         folder = Path(tempfile.mkdtemp(prefix="zerank-bench-"))
-        args.model = str(build_test_checkpoint(folder, hidden_size=args.hidden_size, num_layers=args.layers))
+        args.model = str(
+            build_test_checkpoint(folder, family=args.family, hidden_size=args.hidden_size, num_layers=args.layers)
+        )
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     methods = args.methods.split(",")
     for workload in args.workloads.split(","):
@@ -237,9 +270,11 @@ def main() -> int:
         for round_index in range(args.rounds):
             for method in methods if round_index % 2 == 0 else methods[::-1]:
                 command = [sys.executable, __file__, "--_round", "--method", method, "--workload", workload]
-                keys = ("model", "device", "dtype", "queries", "docs", "naive_pairs", "max_length", "data", "threads")
+                keys = ("model", "family", "device", "dtype", "queries", "docs", "naive_pairs", "max_length", "data")
+                keys += ("threads",)
                 for key in keys:
-                    command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+                    if getattr(args, key) is not None:
+                        command += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
                 command += ["--st-batch-size", str(args.st_batch_size)]
                 if args.batch_tokens:
                     command += ["--batch-tokens", str(args.batch_tokens)]
@@ -271,7 +306,8 @@ def report(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.N
         else f"CPU, {os.cpu_count()} cores, torch {torch.__version__}"
     )
     print(
-        f"\nmodel: {args.model}  device: {args.device} ({where})  dtype: {args.dtype}  rounds: {args.rounds} (median)\n"
+        f"\nmodel: {args.model} ({args.family})  device: {args.device} ({where})  dtype: {args.dtype}  "
+        f"rounds: {args.rounds} (median)\n"
     )
     print("| workload | method | pairs/s | pairs per CPU-s | tokens/s | padding eff. | forwards | peak MiB | ours is |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from zerank_integrations import ZerankScorer
+from zerank_integrations.families import FAMILY_NAMES
 from zerank_integrations.testing import build_test_checkpoint, find_qwen3_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +27,17 @@ def qwen3_tokenizer_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def checkpoint_dir(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir: Path) -> Path:
-    """A small zerank-shaped checkpoint on disk, loaded by path like ``zeroentropy/zerank-2``."""
-    return build_test_checkpoint(tmp_path_factory.mktemp("zerank-test"), qwen3_tokenizer_dir)
+def family_checkpoints(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir: Path) -> dict[str, Path]:
+    """One small random checkpoint per family, each shipping the sentence-transformers files its family's
+    published checkpoints ship (so the family is read from the checkpoint, as for the real models)."""
+    root = tmp_path_factory.mktemp("families")
+    return {name: build_test_checkpoint(root / name, qwen3_tokenizer_dir, family=name) for name in FAMILY_NAMES}
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(family_checkpoints: dict[str, Path]) -> Path:
+    """A small zerank-shaped checkpoint on disk, loaded by path like ``zeroentropy/zerank-2-reranker``."""
+    return family_checkpoints["zerank"]
 
 
 @pytest.fixture(scope="session")

@@ -235,8 +235,7 @@ def test_demo_prints_before_after_and_tokens(
     capsys: pytest.CaptureFixture[str], med_chroma: Path, checkpoint_dir: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "model").mkdir()
-    for item in checkpoint_dir.iterdir():
-        shutil.copyfile(item, tmp_path / "model" / item.name)
+    shutil.copytree(checkpoint_dir, tmp_path / "model", dirs_exist_ok=True)
     (tmp_path / "model" / "RANDOM_WEIGHTS.txt").write_text("random")
     args = ["demo", "--chroma-path", med_chroma, "--model", tmp_path / "model", "--max-queries", "3"]
     code, out, _ = run(capsys, *args, "--top-k", "10", "--top-n", "3", "--out", tmp_path / "out")
@@ -336,7 +335,7 @@ def test_serve_without_server_extra() -> None:
 def test_make_test_model(capsys: pytest.CaptureFixture[str], tmp_path: Path, qwen3_tokenizer_dir: Path) -> None:
     code, out, _ = run(capsys, "make-test-model", tmp_path / "m", "--tokenizer", qwen3_tokenizer_dir)
     assert code == 0 and "MEANINGLESS" in out
-    assert {"config.json", "model.safetensors", "vocab.json", "RANDOM_WEIGHTS.txt"} <= {
+    assert {"config.json", "model.safetensors", "tokenizer.json", "RANDOM_WEIGHTS.txt"} <= {
         p.name for p in (tmp_path / "m").iterdir()
     }
     code, _, err = run(capsys, "make-test-model", tmp_path / "n", "--tokenizer", tmp_path)

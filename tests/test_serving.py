@@ -42,15 +42,6 @@ MAX_REQUEST_BYTES = 20_000
 MAX_DOCUMENTS = 40
 
 
-def servable(scorer: ZerankScorer) -> Any:
-    """TEMPORARY: the contract API over the pre-contract scorer (removed when main has score_pairs_details)."""
-    if hasattr(scorer, "score_pairs_details"):
-        return scorer
-    from zerank_integrations.serving._precontract import PrecontractScorer
-
-    return PrecontractScorer(scorer)
-
-
 # -- fixtures --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(scorer: ZerankScorer) -> Iterator[tuple[str, Any]]:
@@ -136,7 +127,7 @@ class GatedScorer:
     and any pair whose document is ``"EXPLODE"`` raises, as a model failure on one request would."""
 
     def __init__(self, scorer: ZerankScorer) -> None:
-        self.scorer = servable(scorer)
+        self.scorer = scorer
         self.release = threading.Event()
         self.calls: list[int] = []
         self.model_name = scorer.model_name
@@ -209,7 +200,7 @@ async def test_cancelled_requests_leave_the_queue_without_model_time(scorer: Zer
 
 
 async def test_closed_batcher_refuses_work(scorer: ZerankScorer) -> None:
-    batcher = MicroBatcher(servable(scorer))
+    batcher = MicroBatcher(scorer)
     batcher.start()
     await batcher.close()
     with pytest.raises(RuntimeError, match="not running"):

@@ -225,13 +225,9 @@ def test_bad_requests_get_the_dialects_own_4xx(
 
 
 # -- the core contract's per-pair details: usage, truncation, instruction, families --------------------------
-needs_core = pytest.mark.skipif(
-    not hasattr(ZerankScorer, "score_pairs_details"), reason="needs the core contract (score_pairs_details)"
-)
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
-@needs_core
 def test_usage_is_the_tokens_the_model_read(base_url: str, scorer: ZerankScorer) -> None:
     tokens = sum(d.tokens for d in scorer.score_details(QUERY, DOCS))
     assert tokens > len(DOCS)  # every prompt has a template around the texts
@@ -245,7 +241,6 @@ def test_usage_is_the_tokens_the_model_read(base_url: str, scorer: ZerankScorer)
     assert zeroentropy.json()["total_tokens"] == tokens
 
 
-@needs_core
 def test_max_tokens_per_doc_cuts_each_document(base_url: str, scorer: ZerankScorer) -> None:
     cut = scorer.truncate_texts(DOCS, 3)
     assert cut != DOCS and all(n <= 3 for n in scorer.count_tokens(cut))
@@ -254,7 +249,6 @@ def test_max_tokens_per_doc_cuts_each_document(base_url: str, scorer: ZerankScor
     assert close_to(in_input_order(answer["results"], len(DOCS)), scorer.score(QUERY, cut))
 
 
-@needs_core
 async def test_requests_with_different_instructions_share_a_batch(scorer: ZerankScorer) -> None:
     if not scorer.accepts_instruction:
         pytest.skip("the test checkpoint's family takes no instruction")
@@ -271,7 +265,6 @@ async def test_requests_with_different_instructions_share_a_batch(scorer: Zerank
         assert close_to(in_input_order(answer.json()["results"], len(DOCS)), want)
 
 
-@needs_core
 def test_a_family_without_instructions_answers_422(tmp_path: Any, qwen3_tokenizer_dir: Any) -> None:
     from zerank_integrations.testing import build_test_checkpoint
 

@@ -8,37 +8,72 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-DEFAULT_MODEL = "zeroentropy/zerank-2"
-DEFAULT_MAX_LENGTH = 4096  # tokens per (query, document) prompt
-LOGIT_TEMPERATURE = 5.0
+DEFAULT_MODEL = "zeroentropy/zerank-2-reranker"
 
 
-def logit_to_probability(logit: float) -> float:
-    """zerank's calibration: ``sigmoid(logit / 5)`` (numerically stable on both tails; NaN stays NaN)."""
-    z = logit / LOGIT_TEMPERATURE
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+@dataclass(frozen=True)
+class Calibration:
+    """A family's map from raw score to probability: ``sigmoid(raw / temperature)``.
+
+    Every supported family calibrates this way: zerank with temperature 5, the log-odds families
+    (Qwen3-Reranker, mxbai, two-label classifiers) and one-label classifiers with temperature 1.
+    """
+
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0
+        ):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}")
+
+    def probability(self, raw: float) -> float:
+        """``sigmoid(raw / temperature)``, numerically stable on both tails; NaN stays NaN."""
+        z = raw / self.temperature
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def raw(self, probability: float) -> float:
+        """The inverse: ``temperature * log(p / (1 - p))`` (±inf at 0 and 1, NaN stays NaN)."""
+        if math.isnan(probability):
+            return math.nan
+        if probability <= 0.0:
+            return -math.inf
+        if probability >= 1.0:
+            return math.inf
+        return self.temperature * (math.log(probability) - math.log1p(-probability))
 
 
 @runtime_checkable
 class Reranker(Protocol):
-    """Scores (query, document) pairs: probabilities in [0, 1], in input order."""
+    """Scores (query, document) pairs: probabilities in [0, 1], in input order.
+
+    ``instruction`` steers families that take one (zerank, Qwen3-Reranker, mxbai-rerank-v2); a scorer whose
+    model takes none raises ``ValueError`` when given one.
+    """
 
     @property
     def model_name(self) -> str: ...
 
-    def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> list[float]: ...
+    def score(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None, raw: bool = False
+    ) -> list[float]: ...
 
-    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]: ...
+    def rank(
+        self, query: str, documents: Sequence[str], top_n: int | None = None, *, instruction: str | None = None
+    ) -> list[tuple[int, float]]: ...
 
-    async def ascore(self, query: str, documents: Sequence[str], *, raw: bool = False) -> list[float]: ...
+    async def ascore(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None, raw: bool = False
+    ) -> list[float]: ...
 
     async def arank(
-        self, query: str, documents: Sequence[str], top_n: int | None = None
+        self, query: str, documents: Sequence[str], top_n: int | None = None, *, instruction: str | None = None
     ) -> list[tuple[int, float]]: ...
 
 
@@ -48,7 +83,28 @@ def validate_query(query: object) -> str:
         raise TypeError(f"query must be a string, got {type(query).__name__}")
     if not query.strip():
         raise ValueError("query is empty or whitespace-only; a reranker needs a question to rank against")
+    check_unicode(query, "query")
     return query
+
+
+def check_unicode(text: str, what: str) -> None:
+    """Refuse text no tokenizer can encode (a lone surrogate such as ``"\\udc00"``), naming ``what``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} is not valid Unicode text: lone surrogate {text[error.start]!r} at character {error.start}"
+        ) from None
+
+
+def validate_instruction(instruction: object) -> str | None:
+    """``None`` for no instruction (a blank string counts as none, as in vLLM's score templates)."""
+    if instruction is None:
+        return None
+    if not isinstance(instruction, str):
+        raise TypeError(f"instruction must be a string or None, got {type(instruction).__name__}")
+    check_unicode(instruction, "instruction")
+    return instruction if instruction.strip() else None
 
 
 def as_list(items: object, expected: str) -> list[object]:
@@ -71,6 +127,7 @@ def validate_documents(documents: object) -> list[str]:
     for index, doc in enumerate(docs):
         if not isinstance(doc, str):
             raise TypeError(f"document at index {index} is {type(doc).__name__}, expected str")
+        check_unicode(doc, f"document at index {index}")
     return docs
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zerank_integrations import __version__
-from zerank_integrations.base import DEFAULT_MAX_LENGTH, DEFAULT_MODEL
+from zerank_integrations.base import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from zerank_integrations.accounting import TokenLedger
@@ -93,7 +93,10 @@ def add_scorer_arguments(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     group.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: per device)")
     group.add_argument(
-        "--max-length", type=_positive_int, default=DEFAULT_MAX_LENGTH, help="max tokens per pair; longer are cut"
+        "--max-length",
+        type=_positive_int,
+        default=None,
+        help="max tokens per pair (default: the family's); longer are cut",
     )
     group.add_argument("--batch-tokens", type=_positive_int, default=None, help="token budget per forward pass")
     group.add_argument("--local-files-only", action="store_true", help="never reach the Hugging Face Hub")
@@ -650,15 +653,8 @@ def _cmd_make_test_model(args: argparse.Namespace) -> int:
         raise CliError(f"{out} exists and is not a folder")
     try:
         with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
-            build_test_checkpoint(tmp, tokenizer)
-            Path(tmp, RANDOM_WEIGHTS_MARKER).write_text(
-                "This checkpoint has RANDOM weights (zerank-integrations make-test-model).\n"
-                "Its scores are meaningless; it only exercises loading, prompting and scoring offline.\n",
-                encoding="utf-8",
-            )
-            out.mkdir(parents=True, exist_ok=True)
-            for item in Path(tmp).iterdir():
-                shutil.copyfile(item, out / item.name)
+            build_test_checkpoint(tmp, tokenizer)  # writes RANDOM_WEIGHTS.txt itself
+            shutil.copytree(tmp, out, dirs_exist_ok=True)
     except OSError as exc:
         raise CliError(f"cannot write the test model to {out}: {exc.strerror or exc}") from None
     print(

@@ -1,63 +1,113 @@
-"""The forward passes: transformer body, then one dot product with the "Yes" row.
+"""The forward passes: one per head kind a family can declare.
 
-A causal LM head would compute logits for all ~152k vocabulary entries at every position; zerank needs one
-number per pair. So the body runs without KV cache (``use_cache=False``) on right-padded rows — padding at
-the end never influences real tokens under causal attention, so no attention mask is needed and SDPA can use
-its causal fast path — and the hidden state at each row's last real token is projected on the "Yes" row.
+``CausalHeadForward`` (zerank, Qwen3-Reranker, mxbai): a causal LM head would compute logits for all ~152k
+vocabulary entries at every position; a reranker needs one number per pair. The transformer body runs
+without KV cache on right-padded rows (padding at the end never influences real tokens under causal
+attention, so no attention mask is needed and SDPA can use its causal fast path), and the hidden state at
+each row's last real token is dotted with one precomputed row: the "Yes" row for a ``TokenLogit`` head,
+``W[true] - W[false]`` for a ``LogitDifference`` head. With a shared query prefix, the prefix's keys/values
+are computed once and reused for every row of the batch; only the document tokens are run.
 
-With a shared query prefix, the prefix's keys/values are computed once and broadcast to every row of the
-batch; only the document tokens are run, which pays when queries are long.
+``ClassifierForward`` (cross-encoders): the ``*ForSequenceClassification`` model itself on right-padded rows
+with an attention mask and token type ids; raw = the logit (one label) or logit[1] - logit[0] (two).
 """
 
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import torch
 
-if TYPE_CHECKING:
-    from zerank_integrations.scoring.loading import LoadedModel
+from zerank_integrations.scoring.prompts import Piece
 
 
-def _padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _padded(rows: Sequence[Piece], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)
     ids = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
     for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        ids[i, : len(row)] = torch.as_tensor(row.ids, dtype=torch.long)
     return ids.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
 
 
-def _project(loaded: LoadedModel, hidden: torch.Tensor, lengths: torch.Tensor) -> list[float]:
-    last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-    logits = last.float() @ loaded.yes_row.to(last.device) + loaded.yes_bias
-    return logits.cpu().tolist()
+@dataclass
+class CausalHeadForward:
+    """Transformer body + one projection row: the fast path of every causal-LM family."""
+
+    body: torch.nn.Module  # the transformer without its vocabulary head
+    row: torch.Tensor  # float32 (hidden_size,): the head row, or the difference of two rows
+    bias: float
+    pad_id: int
+    device: torch.device
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    supports_prefix_reuse = True
+
+    def _project(self, hidden: torch.Tensor, lengths: torch.Tensor) -> list[float]:
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        return (last.float() @ self.row + self.bias).cpu().tolist()
+
+    @torch.inference_mode()
+    def full(self, rows: Sequence[Piece]) -> list[float]:
+        """Raw scores of complete prompts, one per row."""
+        ids, lengths = _padded(rows, self.pad_id, self.device)
+        with self.lock:
+            hidden = self.body(input_ids=ids, use_cache=False).last_hidden_state
+            return self._project(hidden, lengths)
+
+    @torch.inference_mode()
+    def encode_prefix(self, prefix: Piece) -> object:
+        """Keys/values of a shared prefix (batch of one), to be reused by :meth:`after_prefix`."""
+        ids = torch.tensor([list(prefix.ids)], dtype=torch.long, device=self.device)
+        with self.lock:
+            return self.body(input_ids=ids, use_cache=True).past_key_values
+
+    @torch.inference_mode()
+    def after_prefix(self, prefix_cache: object, rows: Sequence[Piece]) -> list[float]:
+        """Raw scores of prompts ``prefix + row``, computing only the rows' tokens."""
+        ids, lengths = _padded(rows, self.pad_id, self.device)
+        cache = copy.deepcopy(prefix_cache)  # the forward appends to it; the prefix stays reusable
+        cache.batch_repeat_interleave(len(rows))  # type: ignore[attr-defined]
+        with self.lock:
+            hidden = self.body(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+            return self._project(hidden, lengths)
 
 
-@torch.inference_mode()
-def yes_logits_full(loaded: LoadedModel, rows: Sequence[Sequence[int]]) -> list[float]:
-    """ "Yes" logits of complete prompts, one per row."""
-    ids, lengths = _padded(rows, loaded.pad_token_id, loaded.device)
-    with loaded.lock:
-        hidden = loaded.body(input_ids=ids, use_cache=False).last_hidden_state
-        return _project(loaded, hidden, lengths)
+@dataclass
+class ClassifierForward:
+    """A sequence-classification model on right-padded rows with an attention mask."""
+
+    model: torch.nn.Module
+    num_labels: int
+    pad_id: int
+    device: torch.device
+    takes_token_types: bool
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    supports_prefix_reuse = False
+
+    @torch.inference_mode()
+    def full(self, rows: Sequence[Piece]) -> list[float]:
+        ids, lengths = _padded(rows, self.pad_id, self.device)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        inputs = {"input_ids": ids, "attention_mask": (positions[None, :] < lengths[:, None]).long()}
+        if self.takes_token_types and all(row.types is not None for row in rows):
+            types = torch.zeros_like(ids)
+            for i, row in enumerate(rows):
+                types[i, : len(row)] = torch.as_tensor(row.types, dtype=torch.long)
+            inputs["token_type_ids"] = types
+        with self.lock:
+            logits = self.model(**inputs).logits.float()
+        raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
+        return raw.cpu().tolist()
+
+    def encode_prefix(self, prefix: Piece) -> object:  # pragma: no cover - guarded by supports_prefix_reuse
+        raise NotImplementedError("bidirectional classifiers cannot reuse a prefix")
+
+    def after_prefix(self, prefix_cache: object, rows: Sequence[Piece]) -> list[float]:  # pragma: no cover
+        raise NotImplementedError("bidirectional classifiers cannot reuse a prefix")
 
 
-@torch.inference_mode()
-def encode_prefix(loaded: LoadedModel, prefix: Sequence[int]) -> object:
-    """Keys/values of a shared prefix (batch of one), to be reused by :func:`yes_logits_after_prefix`."""
-    ids = torch.tensor([list(prefix)], dtype=torch.long, device=loaded.device)
-    with loaded.lock:
-        return loaded.body(input_ids=ids, use_cache=True).past_key_values
-
-
-@torch.inference_mode()
-def yes_logits_after_prefix(loaded: LoadedModel, prefix_cache: object, rows: Sequence[Sequence[int]]) -> list[float]:
-    """ "Yes" logits of prompts ``prefix + row``, computing only the rows' tokens."""
-    ids, lengths = _padded(rows, loaded.pad_token_id, loaded.device)
-    cache = copy.deepcopy(prefix_cache)  # the forward appends to it; the prefix stays reusable
-    cache.batch_repeat_interleave(len(rows))  # type: ignore[attr-defined]
-    with loaded.lock:
-        hidden = loaded.body(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
-        return _project(loaded, hidden, lengths)
+Forward = CausalHeadForward | ClassifierForward

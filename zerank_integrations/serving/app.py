@@ -114,10 +114,6 @@ def create_app(
     load balancers). The batcher lives in the app's lifespan, so it binds to the server's event loop;
     ``app.state.batcher`` and ``GET /health`` expose its counters.
     """
-    if not callable(getattr(scorer, "score_pairs_details", None)) and callable(getattr(scorer, "score_pairs", None)):
-        from zerank_integrations.serving._precontract import PrecontractScorer
-
-        scorer = PrecontractScorer(scorer)  # type: ignore[assignment]
     if not callable(getattr(scorer, "score_pairs_details", None)):
         raise TypeError(
             f"{type(scorer).__name__} has no score_pairs_details(); the server needs it to batch across requests"

@@ -32,7 +32,15 @@ from typing import Any, Literal
 import httpx
 from pydantic import SecretStr
 
-from zerank_integrations.base import DEFAULT_MODEL, rank_scores, validate_documents, validate_query, validate_top_n
+from zerank_integrations.base import (
+    DEFAULT_MODEL,
+    rank_scores,
+    validate_documents,
+    validate_instruction,
+    validate_query,
+    validate_top_n,
+)
+from zerank_integrations.families import FAMILY_NAMES, get_family
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DialectName = Literal["cohere", "voyage", "jina", "tei", "mixedbread", "zeroentropy", "vllm"]
@@ -235,27 +243,13 @@ def _number(value: Any, url: str, field: str) -> float:
     return float(value)
 
 
-def _calibration_for(family: str) -> Any:
-    try:
-        from zerank_integrations.families import get_family
-    except ImportError:  # TEMPORARY until the core contract lands on main
-        from zerank_integrations.serving._precontract import Calibration
-
-        return Calibration()
-    return get_family(family).calibration
-
-
 def _family_of(model: str) -> str | None:
-    """The reranker family of a known hub id (``None`` for a served name we cannot place)."""
-    try:
-        from zerank_integrations.families import FAMILY_NAMES, get_family
-    except ImportError:  # TEMPORARY until the core contract lands on main
-        FAMILY_NAMES, get_family = (), None
-
+    """The reranker family of a known checkpoint, by hub id or its bare name (``zerank-2``); else ``None``."""
     for name in FAMILY_NAMES:
-        if any(model in (known.hub_id, known.hub_id.rsplit("/", 1)[-1]) for known in get_family(name).models):
+        known = get_family(name).known_hub_ids()
+        if model in known or model in {hub_id.rsplit("/", 1)[-1] for hub_id in known}:
             return name
-    return "zerank" if model in (DEFAULT_MODEL, "zeroentropy/zerank-2", "zerank-2") else None
+    return None
 
 
 # -- the retry conversation -----------------------------------------------------------------------------
@@ -330,7 +324,7 @@ class RemoteScorer:
         self.url = self.base_url + "/" + (path or spec.path).lstrip("/")
         self._model = model
         self.family = family if family is not None else _family_of(model)
-        self._calibration = _calibration_for(self.family) if self.family is not None else None
+        self._calibration = get_family(self.family).calibration if self.family is not None else None
         if spec.scores == "raw" and self._calibration is None:
             raise ValueError(
                 f"the {dialect} dialect returns raw scores; pass family= (the reranker family the server runs) "
@@ -437,9 +431,7 @@ class RemoteScorer:
     ) -> list[tuple[int, int, dict[str, Any]]]:
         """(offset, count, body) per request; validated locally first, exactly like the local scorer."""
         query, docs = validate_query(query), validate_documents(documents)
-        if instruction is not None and not isinstance(instruction, str):
-            raise TypeError(f"instruction must be a string or None, got {type(instruction).__name__}")
-        instruction = instruction if instruction and instruction.strip() else None
+        instruction = validate_instruction(instruction)
         if instruction is not None and not self.dialect.takes_instruction:
             raise ValueError(f"the {self.dialect.name} dialect has no instruction field; leave instruction out")
         size = self.max_documents_per_request or max(len(docs), 1)

@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
 from pydantic_core import PydanticCustomError
 
+from zerank_integrations.base import check_unicode
+
 MAX_COUNT = 1_000_000  # top_n, top_k, max_tokens_per_doc: anything larger is a mistake, not a request
 
 
@@ -35,12 +37,9 @@ MAX_COUNT = 1_000_000  # top_n, top_k, max_tokens_per_doc: anything larger is a 
 def _encodable(value: str) -> str:
     """Refuse text the tokenizer cannot take (lone surrogates), here, per request, before any batching."""
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        where = f"U+{ord(value[error.start]):04X} at character {error.start}"
-        raise PydanticCustomError(
-            "text_encoding", f"contains a lone surrogate ({where}); send valid Unicode text"
-        ) from None
+        check_unicode(value, "the text")
+    except ValueError as error:
+        raise PydanticCustomError("text_encoding", str(error).replace("{", "{{").replace("}", "}}")) from None
     return value
 
 

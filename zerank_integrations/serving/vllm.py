@@ -46,9 +46,9 @@ def score_template(tokenizer: Any) -> str:
     the literal text around the two slots is cut out of the model's own chat template, so the template
     stays right if a checkpoint's chat template differs from Qwen3's.
     """
-    from zerank_integrations.scoring.prompts import render_prompt
+    from zerank_integrations.scoring.prompts import render_chat
 
-    text = render_prompt(tokenizer, _QUERY, _DOCUMENT)
+    text = render_chat(tokenizer, ("system", "user"), _QUERY, _DOCUMENT)
     if text.count(_QUERY) != 1 or text.count(_DOCUMENT) != 1:
         raise ValueError("the chat template does not place the system and user messages verbatim")
     head, rest = text.split(_QUERY)
