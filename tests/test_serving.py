@@ -292,6 +292,7 @@ def test_auth_requires_the_bearer_token(
     proc.terminate()
     output, _ = proc.communicate(timeout=20)
     assert "auth on" in output
+    assert "has random weights (a test checkpoint from make-test-model): its scores are meaningless" in output
     assert key not in output  # neither the startup banner nor the access log shows the key
     assert "Traceback" not in output
 
@@ -545,32 +546,92 @@ async def test_llama_index_rerank_with_remote_scorer_matches_local(base_url: str
 
 
 # -- the vLLM recipe's pieces, checked against the core with transformers (vLLM itself cannot run here) -
-def test_exported_sequence_classifier_outputs_the_yes_logit(
-    checkpoint_dir: Path, scorer: ZerankScorer, tmp_path: Path
+@pytest.mark.parametrize("family", ["zerank", "qwen3-reranker", "mxbai-rerank-v2"])
+def test_exported_classifier_with_the_score_template_gives_the_cores_raw_score(
+    family_checkpoints: dict[str, Path], family: str, tmp_path: Path
 ) -> None:
-    """A one-label Qwen3ForSequenceClassification fed the score template's prompt == the core's raw score."""
+    """A one-label *ForSequenceClassification fed our score template's prompt == the core's raw score,
+    with and without an instruction, for every causal-LM family."""
     import jinja2
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from zerank_integrations.serving.vllm import VLLM_HF_OVERRIDES, export_sequence_classifier, vllm_remote_scorer
+    from zerank_integrations.families import get_family
+    from zerank_integrations.serving.vllm import TEMPLATE_FILE, export_sequence_classifier, hf_overrides
 
-    out = export_sequence_classifier(checkpoint_dir, tmp_path / "seq-cls", dtype="float32")
+    local = ZerankScorer(str(family_checkpoints[family]))
+    assert local.family == family
+    out = export_sequence_classifier(family_checkpoints[family], tmp_path / "seq-cls", family=family, dtype="float32")
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == VLLM_HF_OVERRIDES["architectures"] and len(config["id2label"]) == 1
-    template = jinja2.Environment().from_string((out / "zerank_score_template.jinja").read_text())
+    assert config["architectures"][0].endswith("ForSequenceClassification") and len(config["id2label"]) == 1
+    template = jinja2.Environment().from_string((out / TEMPLATE_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
-    query = QUERY.strip()
-    docs = [d.strip() for d in DOCS]
-    logits = []
-    for doc in docs:
-        messages = [{"role": "query", "content": query}, {"role": "document", "content": doc}]
-        ids = tokenizer(template.render(messages=messages), return_tensors="pt", add_special_tokens=False)
+
+    def rendered(query: str, document: str, **variables: Any) -> str:
+        messages = [{"role": "query", "content": query}, {"role": "document", "content": document}]
+        return template.render(messages=messages, **variables)
+
+    def served(query: str, document: str, **variables: Any) -> float:
+        """What vLLM computes: the rendered prompt tokenized as one string, through the classifier."""
+        ids = tokenizer(rendered(query, document, **variables), return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
-            logits.append(float(model(**ids).logits[0, 0]))
-    assert close_to(logits, scorer.score(query, docs, raw=True), tol=1e-4)
+            return float(model(**ids).logits[0, 0])
+
+    # The template renders the family's recipe text: with an instruction, without one, and with a blank one.
+    spec = get_family(family)
+    instruction = "Prefer documents about biology"
+    query, docs = (QUERY.strip(), [d.strip() for d in DOCS]) if spec.prompt.strip else (QUERY, DOCS)
+    for variables, wanted in (({}, None), ({"instruction": instruction}, instruction), ({"instruction": " "}, None)):
+        for doc, normalized in zip(DOCS, docs, strict=True):
+            expected_text = _recipe_text(spec, tokenizer, query, normalized, wanted or spec.prompt.default_instruction)
+            assert rendered(QUERY, doc, **variables) == expected_text
+    if family == "mxbai-rerank-v2":
+        return  # its recipe tokenizes each piece on its own; vLLM tokenizes the rendered text as one string
+    assert close_to([served(QUERY, doc) for doc in DOCS], local.score(QUERY, DOCS, raw=True), tol=1e-4)
+    assert close_to(
+        [served(QUERY, doc, instruction=instruction) for doc in DOCS],
+        local.score(QUERY, DOCS, raw=True, instruction=instruction),
+        tol=1e-4,
+    )
+    assert hf_overrides(family) == get_family(family).vllm_hf_overrides
+
+
+def _recipe_text(spec: Any, tokenizer: Any, query: str, document: str, instruction: str | None) -> str:
+    """The family's prompt as its reference recipe writes it, built here from the family's declared pieces."""
+    fmt = spec.prompt
+    query_text = (
+        (fmt.with_instruction or "").format(query=query, instruction=instruction)
+        if instruction
+        else (fmt.query.format(query=query))
+    )
+    document_text = fmt.document.format(document=document)
+    if fmt.pieces == "chat_template":
+        messages = [
+            {"role": fmt.chat_roles[0], "content": query_text},
+            {"role": fmt.chat_roles[1], "content": document_text},
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "".join((*fmt.head, query_text, *fmt.middle, document_text, *fmt.tail))
+
+
+def test_vllm_helpers_refuse_a_native_classifier(family_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from zerank_integrations.serving.vllm import export_sequence_classifier, hf_overrides, score_template
+
+    assert hf_overrides("cross-encoder") is None
+    with pytest.raises(ValueError, match="serves it natively"):
+        score_template(AutoTokenizer.from_pretrained(family_checkpoints["cross-encoder"]), "cross-encoder")
+    with pytest.raises(ValueError, match="already a sequence classifier"):
+        export_sequence_classifier(family_checkpoints["cross-encoder"], tmp_path / "x", family="cross-encoder")
+
+
+def test_vllm_remote_scorer_applies_the_family_calibration(scorer: ZerankScorer) -> None:
+    from zerank_integrations.serving.vllm import vllm_remote_scorer
+
+    logits = scorer.score(QUERY, DOCS, raw=True)
     with flaky_server(scores=staticmethod(lambda i: logits[i])) as (url, handler):
         with vllm_remote_scorer(url, "zerank-2") as remote:  # a vLLM-shaped answer: raw scores, no raw_score
-            assert close_to(remote.score(query, docs), scorer.score(query, docs), tol=1e-5)
+            assert close_to(remote.score(QUERY, DOCS), scorer.score(QUERY, DOCS), tol=1e-9)
         assert handler.seen[-1]["use_activation"] is False and handler.seen[-1]["model"] == "zerank-2"
