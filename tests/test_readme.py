@@ -83,5 +83,9 @@ def test_every_python_block_runs(
                     asyncio.run(result)
             except Exception as exc:
                 pytest.fail(f"README.md python block at line {line} failed: {type(exc).__name__}: {exc}")
+        # the serving block's adapter over a RemoteScorer shows the model the server really runs
+        compressor = namespace["compressor"]
+        assert f"model={str(checkpoint_dir)!r}" in repr(compressor)
+        assert type(compressor.reranker).__name__ == "RemoteScorer"
     finally:
         dispatcher.event_handlers[:] = handlers_before  # blocks may register global event handlers
