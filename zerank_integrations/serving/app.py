@@ -34,7 +34,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zerank_integrations.base import rank_scores
+from zerank_integrations.base import Reranker
+from zerank_integrations.rerank import RerankStep
+from zerank_integrations.selection import SelectionPolicy
 from zerank_integrations.serving.batcher import BatcherBusyError, BatcherClosedError, MicroBatcher, ScoreJob
 from zerank_integrations.serving.dialects import (
     DIALECTS,
@@ -87,13 +89,16 @@ class _ClientGone(Exception):
     """The client disconnected; nobody is left to answer."""
 
 
-def select(call: RerankCall, details: Sequence[Any]) -> list[tuple[int, float]]:
-    """The rerank step after scoring: (index, reported score) best first, ties in input order, top_n kept.
+def select(scorer: Reranker, call: RerankCall, details: Sequence[Any]) -> list[tuple[int, float]]:
+    """(index, reported score) best first, ties in input order, ``top_n`` kept.
 
-    One small function on purpose: the pipeline's shared score -> select -> account step replaces it.
+    The batcher has already scored the request alongside others; what is left of the shared rerank step
+    (score -> select -> account) is its selection, so the server ranks exactly as the adapters and
+    ``evaluate`` do. Raw and calibrated scores order alike; the dialect decides which one is reported.
     """
     scores = [d.raw if call.raw_scores else d.probability for d in details]
-    return rank_scores(scores, call.top_n)
+    step = RerankStep(scorer, SelectionPolicy(top_n=call.top_n))
+    return step.finish(call.query, call.texts, scores, details=details).kept
 
 
 def create_app(
@@ -226,7 +231,7 @@ def create_app(
                 _refuse_truncated(details, dialect.documents_field)
             outcome = RerankOutcome(
                 call=call,
-                ranked=select(call, details),
+                ranked=select(scorer, call, details),
                 raw=[float(d.raw) for d in details],
                 tokens=sum(int(d.tokens) for d in details),
                 request_id=_request_id(request.scope),

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from zerank_integrations.cli import add_scorer_arguments, scorer_options
+from zerank_integrations.options import add_scorer_arguments, scorer_options
 from zerank_integrations.serving.app import (
     DEFAULT_BATCH_WAIT_MS,
     DEFAULT_MAX_BATCH_PAIRS,
