@@ -16,7 +16,7 @@ from _adapter_support import FixedScorer, med_passages
 
 from zerank_integrations import TokenLedger, ZerankScorer
 from zerank_integrations.accounting import get_encoding
-from zerank_integrations.rerank import RerankStep
+from zerank_integrations.rerank import RerankStep, finish_rerank
 from zerank_integrations.selection import SelectionPolicy, select
 
 # -- policies on chosen scores ----------------------------------------------------------------------------
@@ -193,6 +193,11 @@ def test_finish_selects_scores_computed_elsewhere() -> None:
     step = RerankStep(FixedScorer({}), SelectionPolicy(score_threshold=0.3, top_n=2), ledger=ledger)
     result = step.finish("q", ["x y", "z", "w v u"], [0.2, 0.9, 0.4])
     assert result.kept == [(1, 0.9), (2, 0.4)] and result.savings.kept == 2
+    # the same half without a scorer: what the server runs after its batcher
+    bare = finish_rerank("q", ["x y", "z", "w v u"], [0.2, 0.9, 0.4], SelectionPolicy(score_threshold=0.3, top_n=2))
+    assert bare.kept == result.kept and bare.ranking == result.ranking and bare.savings is None
+    with pytest.raises(ValueError, match="2 scores for 3 documents"):
+        finish_rerank("q", ["a", "b", "c"], [0.1, 0.2], SelectionPolicy())
     assert step.scorer.calls == 0
 
 

@@ -1,9 +1,10 @@
 """The one rerank step every caller uses: score → select → account.
 
-Both adapters, ``evaluate``, the CLI's ``search`` and the server run a :class:`RerankStep`. Its body is
-written once: :meth:`RerankStep.run` and :meth:`RerankStep.arun` share the input checks and
-:meth:`RerankStep.finish` (selection and token accounting); they differ only in whether the scorer is called
-with ``score`` or awaited with ``ascore``. No torch, framework or tiktoken import here.
+Both adapters, ``evaluate`` and the CLI's ``search`` run a :class:`RerankStep`; the server, which scores
+across requests in its batcher, runs the step's second half, :func:`finish_rerank`. The body is written
+once: :meth:`RerankStep.run` and :meth:`RerankStep.arun` share the input checks and :func:`finish_rerank`
+(selection and token accounting); they differ only in whether the scorer is called with ``score`` or
+awaited with ``ascore``. No torch, framework or tiktoken import here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 from zerank_integrations.base import Reranker, as_list, validate_documents, validate_instruction, validate_query
 from zerank_integrations.selection import Selection, SelectionPolicy, select
 
-__all__ = ["DEFAULT_BUDGET_ENCODING", "RerankResult", "RerankStep", "SavingsRecorder"]
+__all__ = ["DEFAULT_BUDGET_ENCODING", "RerankResult", "RerankStep", "SavingsRecorder", "finish_rerank"]
 
 #: Encoding a token budget is counted with when no ledger is given (gpt-4o, gpt-4.1, gpt-5, o-series).
 DEFAULT_BUDGET_ENCODING = "o200k_base"
@@ -141,22 +142,12 @@ class RerankStep:
         prompt: Sequence[Any] | None = None,
         details: Sequence[Any] | None = None,
     ) -> RerankResult:
-        """Select and account for scores computed elsewhere (e.g. by a server's cross-request batcher)."""
-        docs = list(documents)
-        if len(scores) != len(docs):
-            raise RuntimeError(f"{type(self.scorer).__name__} returned {len(scores)} scores for {len(docs)} documents")
-        items = docs if prompt is None else list(prompt)
-        selection: Selection = select([float(s) for s in scores], self.policy, self._counter(items))
-        savings = None
-        if self.ledger is not None:
-            savings = self.ledger.record(query, items, [items[i] for i, _ in selection.kept])
-        return RerankResult(
-            ranking=selection.ranking,
-            kept=selection.kept,
-            over_budget=selection.over_budget,
-            savings=savings,
-            details=list(details) if details is not None else None,
-        )
+        """Select and account for scores computed elsewhere, with this step's policy and ledger."""
+        if len(scores) != len(documents):
+            raise RuntimeError(
+                f"{type(self.scorer).__name__} returned {len(scores)} scores for {len(documents)} documents"
+            )
+        return finish_rerank(query, documents, scores, self.policy, ledger=self.ledger, prompt=prompt, details=details)
 
     # -- pieces -----------------------------------------------------------------------------------------
     def _prepare(self, query: str, documents: Sequence[str], prompt: Sequence[Any] | None) -> _Request:
@@ -188,8 +179,42 @@ class RerankStep:
         details = values if with_details else None
         return self.finish(request.query, request.documents, scores, prompt=request.prompt, details=details)
 
-    def _counter(self, items: list[Any]) -> Callable[[Sequence[int]], int] | None:
-        if self.policy.max_prompt_tokens is None:
-            return None
-        count = self.ledger.count_tokens if self.ledger is not None else _budget_counter()
-        return lambda indexes: count([items[i] for i in indexes])
+
+def finish_rerank(
+    query: str,
+    documents: Sequence[str],
+    scores: Sequence[float],
+    policy: SelectionPolicy,
+    *,
+    ledger: SavingsRecorder | None = None,
+    prompt: Sequence[Any] | None = None,
+    details: Sequence[Any] | None = None,
+) -> RerankResult:
+    """The select -> account half of the step, for scores computed elsewhere (a server's cross-request batcher).
+
+    Needs no scorer: the server holds only a batchable model. ``prompt`` is what the ledger and the token
+    budget count per document (the documents themselves by default).
+    """
+    docs = list(documents)
+    if len(scores) != len(docs):
+        raise ValueError(f"{len(scores)} scores for {len(docs)} documents")
+    items = docs if prompt is None else list(prompt)
+    selection: Selection = select([float(s) for s in scores], policy, _budget_count(policy, ledger, items))
+    savings = ledger.record(query, items, [items[i] for i, _ in selection.kept]) if ledger is not None else None
+    return RerankResult(
+        ranking=selection.ranking,
+        kept=selection.kept,
+        over_budget=selection.over_budget,
+        savings=savings,
+        details=list(details) if details is not None else None,
+    )
+
+
+def _budget_count(
+    policy: SelectionPolicy, ledger: SavingsRecorder | None, items: list[Any]
+) -> Callable[[Sequence[int]], int] | None:
+    """Tokens of the kept items, counted as the prompt holds them (``None`` when there is no budget)."""
+    if policy.max_prompt_tokens is None:
+        return None
+    count = ledger.count_tokens if ledger is not None else _budget_counter()
+    return lambda indexes: count([items[i] for i in indexes])

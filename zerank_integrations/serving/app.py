@@ -34,8 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zerank_integrations.base import Reranker
-from zerank_integrations.rerank import RerankStep
+from zerank_integrations.rerank import finish_rerank
 from zerank_integrations.selection import SelectionPolicy
 from zerank_integrations.serving.batcher import BatcherBusyError, BatcherClosedError, MicroBatcher, ScoreJob
 from zerank_integrations.serving.dialects import (
@@ -89,7 +88,7 @@ class _ClientGone(Exception):
     """The client disconnected; nobody is left to answer."""
 
 
-def select(scorer: Reranker, call: RerankCall, details: Sequence[Any]) -> list[tuple[int, float]]:
+def select(call: RerankCall, details: Sequence[Any]) -> list[tuple[int, float]]:
     """(index, reported score) best first, ties in input order, ``top_n`` kept.
 
     The batcher has already scored the request alongside others; what is left of the shared rerank step
@@ -97,8 +96,7 @@ def select(scorer: Reranker, call: RerankCall, details: Sequence[Any]) -> list[t
     ``evaluate`` do. Raw and calibrated scores order alike; the dialect decides which one is reported.
     """
     scores = [d.raw if call.raw_scores else d.probability for d in details]
-    step = RerankStep(scorer, SelectionPolicy(top_n=call.top_n))
-    return step.finish(call.query, call.texts, scores, details=details).kept
+    return finish_rerank(call.query, call.texts, scores, SelectionPolicy(top_n=call.top_n), details=details).kept
 
 
 def create_app(
@@ -231,7 +229,7 @@ def create_app(
                 _refuse_truncated(details, dialect.documents_field)
             outcome = RerankOutcome(
                 call=call,
-                ranked=select(scorer, call, details),
+                ranked=select(call, details),
                 raw=[float(d.raw) for d in details],
                 tokens=sum(int(d.tokens) for d in details),
                 request_id=_request_id(request.scope),
