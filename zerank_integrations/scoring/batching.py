@@ -191,6 +191,30 @@ def plan(
     return Plan(batches, best[0])
 
 
+def reuse_plan(
+    prefix_length: int,
+    continuations: Sequence[int],
+    batch_tokens: int,
+    *,
+    cost: CostModel = DEFAULT_COST,
+    always: bool = False,
+) -> Plan | None:
+    """The batches for the rows after a shared prefix, when reusing the prefix pays (``None``: it does not).
+
+    Reuse costs one pass over the prefix, then the rows' own tokens, each attending to the prefix; plain
+    scoring runs every full prompt. Both are planned under ``cost`` and the cheaper wins, so a short prefix
+    with few documents on a tiny model (where one more pass outweighs the tokens saved) is not reused, and a
+    long one on a big model is. ``always``: reuse whenever there are two rows or more.
+    """
+    if len(continuations) < 2:
+        return None
+    reuse = plan(continuations, batch_tokens, cost=cost, context=prefix_length)
+    if always:
+        return reuse
+    full = plan([prefix_length + n for n in continuations], batch_tokens, cost=cost)
+    return reuse if cost.seconds([prefix_length]) + reuse.seconds < full.seconds else None
+
+
 def padded_slots(lengths: Sequence[int], batch: Sequence[int]) -> int:
     """Token slots a right-padded batch computes."""
     return len(batch) * max(lengths[i] for i in batch) if batch else 0

@@ -29,7 +29,7 @@ from zerank_integrations.base import (
 )
 from zerank_integrations.families import RerankerFamily
 from zerank_integrations.scoring.attention import PrefixKV
-from zerank_integrations.scoring.batching import Plan, padded_slots, plan, run_splitting_on_oom
+from zerank_integrations.scoring.batching import Plan, padded_slots, plan, reuse_plan, run_splitting_on_oom
 from zerank_integrations.scoring.cache import ScoreCache
 from zerank_integrations.scoring.loading import LoadedModel, load_replicas, resolve_devices
 from zerank_integrations.scoring.prompts import EncodedPair, Piece, QuerySegment
@@ -489,18 +489,15 @@ class ZerankScorer:
     def _uses_prefix(self, prefix: Piece, members: list[EncodedPair]) -> Plan | None:
         """The batches of the rows after a reused ``prefix``, or ``None`` to score the group's full prompts.
 
-        ``"auto"`` reuses the prefix when one pass over it plus the rows' own tokens (attending to it) is
-        estimated cheaper than the full prompts: long queries, or many documents per query; never for a lone
-        document, a bidirectional model, or a tiny model whose extra pass outweighs a short prefix.
+        ``"auto"`` reuses the prefix when the model's estimated cost says it pays (``batching.reuse_plan``);
+        never for a lone document or a bidirectional model.
         """
-        if len(members) < 2 or self.prefix_reuse is False or not self._loaded.forward.supports_prefix_reuse:
+        if self.prefix_reuse is False or not self._loaded.forward.supports_prefix_reuse:
             return None
-        cost = self._loaded.cost
-        reuse = plan([len(p.continuation) for p in members], self.batch_tokens, cost=cost, context=len(prefix))
-        if self.prefix_reuse is True:
-            return reuse
-        plain = plan([len(p) for p in members], self.batch_tokens, cost=cost)
-        return reuse if cost.seconds([len(prefix)]) + reuse.seconds < plain.seconds else None
+        continuations = [len(pair.continuation) for pair in members]
+        return reuse_plan(
+            len(prefix), continuations, self.batch_tokens, cost=self._loaded.cost, always=self.prefix_reuse is True
+        )
 
     def _dispatch(self, work: list[_Batch], pairs: list[EncodedPair]) -> list[tuple[_Batch, list[float]]]:
         """Run every batch; with several replicas, each pulls the next batch as soon as it is free."""
