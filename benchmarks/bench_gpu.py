@@ -85,9 +85,10 @@ def workloads(tokenizer: Any, documents: int, short: int, long: int, long_tokens
 
 
 # -- checkpoints ---------------------------------------------------------------------------------------------
-def build_zerank2_shaped(out: Path, small: Path, device: torch.device, init_std: float) -> Path:
+def build_zerank2_shaped(out: Path, small: Path, device: torch.device, init_std: float, layers: int) -> Path:
     """A random-weight checkpoint of zerank-2's shape, made on ``device`` in bf16 (8 GB of safetensors), with
-    the small checkpoint's tokenizer, chat template and sentence-transformers files."""
+    the small checkpoint's tokenizer, chat template and sentence-transformers files. ``layers`` < 36 keeps the
+    layer shape and cuts the depth (smaller GPUs, quick checks)."""
     from transformers import AutoConfig, Qwen3Config, Qwen3ForCausalLM
 
     small_config = AutoConfig.from_pretrained(small)
@@ -98,7 +99,7 @@ def build_zerank2_shaped(out: Path, small: Path, device: torch.device, init_std:
         eos_token_id=small_config.eos_token_id,
         pad_token_id=small_config.pad_token_id,
         architectures=["Qwen3ForCausalLM"],
-        **QWEN3_4B,
+        **{**QWEN3_4B, "num_hidden_layers": layers},
     )
     default = torch.get_default_dtype()
     torch.manual_seed(0)
@@ -157,6 +158,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def top_overlap(a: list[float], b: list[float], k: int = 5) -> float:
+    k = min(k, len(a))
     best = {i for i, _ in sorted(enumerate(a), key=lambda p: -p[1])[:k]}
     return len(best & {i for i, _ in sorted(enumerate(b), key=lambda p: -p[1])[:k]}) / k
 
@@ -194,20 +196,20 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, width: int, reduced
     return 2 * rows * inner * cols / best
 
 
-def model_flops(config: Any, parameters: int, prompts: list[tuple[int, int]], reused: bool) -> float:
-    """Dense + attention FLOPs of scoring (prefix length, continuation length) prompts: 2 per parameter per
-    token, 4 per (token, attended position) per unit of attention width per layer. With prefix reuse the
-    prefix is computed once per distinct prefix length (one query per group here)."""
+def model_flops(config: Any, parameters: int, prompts: list[tuple[int, int, int]], reused: bool) -> float:
+    """Dense + attention FLOPs of scoring (query group, prefix length, continuation length) prompts: 2 per
+    parameter per token, 4 per (token, attended position) per unit of attention width per layer. With prefix
+    reuse each group's prefix is computed once."""
     width = int(config.num_attention_heads) * int(
         getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     )
     per_pair = 4 * width * int(config.num_hidden_layers)
     total = 0.0
     prefixes: set[int] = set()
-    for prefix, continuation in prompts:
+    for group, prefix, continuation in prompts:
         if reused:
-            if prefix not in prefixes:
-                prefixes.add(prefix)
+            if group not in prefixes:
+                prefixes.add(group)
                 total += 2 * parameters * prefix + per_pair * prefix * (prefix + 1) / 2
             total += 2 * parameters * continuation + per_pair * continuation * (prefix + (continuation + 1) / 2)
         else:
@@ -294,11 +296,11 @@ def speed(
     parameters = sum(p.numel() for n, p in ours.loaded_model.forward.body.named_parameters() if "embed" not in n)
     template, tokens, max_length = ours.loaded_model.template, ours.loaded_model.tokens, ours.max_length
 
-    def prompts(query: str, docs: list[str]) -> list[tuple[int, int]]:
+    def prompts(group: int, query: str, docs: list[str]) -> list[tuple[int, int, int]]:
         segment = template.query_segment(tokens, query.strip(), None, max_length)
         prefix = len(template.head) + len(segment.piece) + len(template.middle)
         documents = tokens.ids([template.document_text(d.strip()) for d in docs])
-        return [(prefix, len(ids) + len(template.tail)) for ids in documents]
+        return [(group, prefix, len(ids) + len(template.tail)) for ids in documents]
 
     def measure(method: str, run: Any, workload: str, replicas: int = 1, scorer: Any = None) -> None:
         cases = groups[workload]
@@ -310,18 +312,18 @@ def speed(
             run(query, docs)
         synchronize(device)
         seconds = time.perf_counter() - start
-        shapes = [shape for query, docs in cases for shape in prompts(query, docs)]
+        shapes = [shape for group, (query, docs) in enumerate(cases) for shape in prompts(group, query, docs)]
         row: dict[str, Any] = {"workload": workload, "method": method, "replicas": replicas, "pairs": len(shapes)}
         reused = False
         if scorer is not None:
             done = scorer.stats - before
-            reused = done.real_tokens < sum(a + b for a, b in shapes)  # a prefix was read once, not per document
+            reused = done.real_tokens < sum(a + b for _, a, b in shapes)  # a prefix was read once, not per document
             row.update(forward_passes=done.forward_passes, prefix_reuse=reused)
         flops = model_flops(config, parameters, shapes, reused)
         row.update(
             seconds=seconds,
             pairs_per_s=len(shapes) / seconds,
-            tokens_per_s=sum(a + b for a, b in shapes) / seconds,
+            tokens_per_s=sum(a + b for _, a, b in shapes) / seconds,
             peak_mib=peak_mib(device),
             mfu=flops / seconds / (ceiling * replicas),
         )
@@ -400,7 +402,8 @@ def cost_model(path: Path, device: torch.device, dtype: torch.dtype, reduced: bo
     scorer = ZerankScorer(str(path), device=device, dtype=dtype)
     forward, estimate = scorer.loaded_model.forward, scorer.loaded_model.cost
     rng = random.Random(0)
-    grid = [(1, 16), (1, 256), (4, 256), (16, 256)] if reduced else [(1, 16), (1, 512), (8, 512), (32, 512), (64, 512)]
+    small = reduced or device.type == "cpu"
+    grid = [(1, 16), (1, 256), (4, 256), (16, 256)] if small else [(1, 16), (1, 512), (8, 512), (32, 512), (64, 512)]
     measured = []
     for rows, length in grid:
         batch = [Piece(tuple(rng.randrange(1000, 100_000) for _ in range(length))) for _ in range(rows)]
@@ -486,6 +489,7 @@ def main() -> int:
     parser.add_argument("--long-tokens", type=int, default=None, help="tokens of a long query (1000; reduced 400)")
     parser.add_argument("--st-batch-size", type=int, default=32)
     parser.add_argument("--init-std", type=float, default=0.02, help="weight init of the big random checkpoint")
+    parser.add_argument("--big-layers", type=int, default=36, help="depth of the zerank-2-shaped model (36)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on CPU)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -523,7 +527,7 @@ def main() -> int:
         big = Path(args.big_model) if args.big_model else None
         if big is None:
             print("building the zerank-2-shaped checkpoint", file=sys.stderr, flush=True)
-            big = build_zerank2_shaped(work / "zerank2-shape", small, device, args.init_std)
+            big = build_zerank2_shaped(work / "zerank2-shape", small, device, args.init_std, args.big_layers)
         print("fidelity (zerank-2 shape)", file=sys.stderr, flush=True)
         results["fidelity"]["big"] = fidelity_big(big, device, groups)
         speed_model = big
@@ -534,7 +538,7 @@ def main() -> int:
     results["matmul_ceiling_tflops"] = ceiling / 1e12
     results["speed"] = speed(speed_model, device, dtype, groups, args, ceiling)
     if args.reduced or device.type != "cuda":
-        results["oom"] = {"skipped": "reduced mode (no GPU memory cap on a CPU)"}
+        results["oom"] = {"skipped": "needs a CUDA device (a memory cap is set on the GPU)"}
     else:
         print("out of memory", file=sys.stderr, flush=True)
         results["oom"] = out_of_memory(speed_model, device, dtype, groups)

@@ -118,11 +118,10 @@ def zerank_attention(
 
 def merge(out_a: torch.Tensor, lse_a: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> torch.Tensor:
     """Attention over the union of two key sets from the attention over each: ``out (B, H, L, d)``, ``lse
-    (B, H, L)``. Exact: softmax weights of each part are rescaled by its share of the total normaliser."""
-    top = torch.maximum(lse_a, lse_b)
-    weight_a = torch.exp(lse_a - top).unsqueeze(-1)
-    weight_b = torch.exp(lse_b - top).unsqueeze(-1)
-    return (out_a.float() * weight_a + out_b.float() * weight_b) / (weight_a + weight_b)
+    (B, H, L)``. Exact: each part is weighted by its share of the total normaliser, ``sigmoid(lse_a - lse_b)``
+    (computed in fp32; the outputs stay in their dtype, so half precision takes no fp32 copy of them)."""
+    share = torch.sigmoid(lse_a.float() - lse_b.float()).unsqueeze(-1)
+    return out_b + (out_a - out_b) * share.to(out_a.dtype)
 
 
 def attend(

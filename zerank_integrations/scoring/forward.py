@@ -63,7 +63,10 @@ class CausalHeadForward:
         with self.lock:
             cache = self.body(input_ids=ids, use_cache=True).past_key_values
         layers = cache.layers  # type: ignore[union-attr]
-        return PrefixKV(tuple(layer.keys for layer in layers), tuple(layer.values for layer in layers))
+        # Contiguous once here, so that every fused attention kernel takes them as they are.
+        return PrefixKV(
+            tuple(layer.keys.contiguous() for layer in layers), tuple(layer.values.contiguous() for layer in layers)
+        )
 
     @torch.inference_mode()
     def after_prefix(self, prefix: PrefixKV, rows: Sequence[Piece]) -> list[float]:
