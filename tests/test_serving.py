@@ -1,7 +1,8 @@
 """The rerank server and RemoteScorer, end to end over real loopback HTTP with the small real checkpoint.
 
-Servers are real uvicorn processes/threads on 127.0.0.1; the retry tests use a tiny real HTTP handler that
-fails a set number of times. Nothing mocks httpx, FastAPI or the scorer.
+Servers are real uvicorn threads/processes on 127.0.0.1; the retry tests use a tiny real HTTP handler that
+fails a set number of times. Nothing mocks httpx, FastAPI or the scorer. Dialects and the real SDKs are in
+test_serving_dialects.py, abuse and shutdown in test_serving_hardening.py.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from _serving_support import DOCS, QUERY, close_to, free_port, in_input_order, request_workload, serve_in_thread
 
 from zerank_integrations import ZerankScorer
-from zerank_integrations.base import DEFAULT_MODEL
 from zerank_integrations.serving import (
     MicroBatcher,
     RawScoresUnavailableError,
@@ -35,60 +35,11 @@ from zerank_integrations.serving import (
     RemoteScorer,
     create_app,
 )
+from zerank_integrations.serving.batcher import ScoreJob
 from zerank_integrations.serving.cli import add_serve_arguments
 
-QUERY = "How do plants turn sunlight into energy?"
-DOCS = [
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "The stock market closed higher on Tuesday after a volatile session.",
-    "Chlorophyll absorbs mostly blue and red light.",
-    "",
-    "  Mitochondria are the powerhouse of the cell.  ",
-    "Plants need water, carbon dioxide and light to grow.",
-]
 MAX_REQUEST_BYTES = 20_000
 MAX_DOCUMENTS = 40
-
-
-# -- helpers ---------------------------------------------------------------------------------------------
-@contextmanager
-def serve_in_thread(app: Any) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a daemon thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def close_to(actual: list[float], expected: list[float], tol: float = 1e-6) -> bool:
-    return len(actual) == len(expected) and all(
-        math.isclose(a, e, rel_tol=0.0, abs_tol=tol) for a, e in zip(actual, expected, strict=True)
-    )
-
-
-def request_workload(n: int) -> list[tuple[str, list[str]]]:
-    """``n`` distinct short-query requests with 3-7 documents each (short queries share forward passes)."""
-    work = []
-    for i in range(n):
-        docs = [f"Document {j} for request {i}: " + "plants light energy " * (j % 4) for j in range(3 + i % 5)]
-        work.append((f"question number {i} about photosynthesis", docs))
-    return work
 
 
 # -- fixtures --------------------------------------------------------------------------------------------
@@ -116,7 +67,7 @@ def test_remote_scores_equal_local_scores(base_url: str, scorer: ZerankScorer) -
         assert [i for i, _ in remote.rank(QUERY, DOCS)] == [i for i, _ in scorer.rank(QUERY, DOCS)]
         assert remote.score(QUERY, []) == []
         assert remote.requests_sent == 4  # the empty list never reached the server
-        assert remote.model_name == DEFAULT_MODEL
+        assert remote.model_name == scorer.model_name  # the server says which model answers, not our default
 
 
 async def test_async_remote_scores_equal_local_scores(base_url: str, scorer: ZerankScorer) -> None:
@@ -137,33 +88,12 @@ def test_split_requests_are_stitched_in_order(base_url: str, scorer: ZerankScore
         assert remote.requests_sent == 3
 
 
-def test_protocol_fields(base_url: str, scorer: ZerankScorer) -> None:
-    """Cohere/Jina semantics: best first, top_n, return_documents, and documents given as {"text": ...}."""
-    documents = [DOCS[0], {"text": DOCS[1]}, DOCS[2], {"text": DOCS[5], "id": "extra fields are ignored"}]
-    texts = [DOCS[0], DOCS[1], DOCS[2], DOCS[5]]
-    body = {"model": "anything", "query": QUERY, "documents": documents, "top_n": 3, "return_documents": True}
-    response = httpx.post(f"{base_url}/v1/rerank", json=body)
-    assert response.status_code == 200, response.text
-    payload = response.json()
-    expected = scorer.rank(QUERY, texts, top_n=3)
-    assert [r["index"] for r in payload["results"]] == [i for i, _ in expected]
-    assert [r["relevance_score"] for r in payload["results"]] == pytest.approx([s for _, s in expected], abs=1e-6)
-    assert [r["document"]["text"] for r in payload["results"]] == [texts[i] for i, _ in expected]
-    raw = scorer.score(QUERY, texts, raw=True)
-    assert [r["raw_score"] for r in payload["results"]] == pytest.approx([raw[i] for i, _ in expected], abs=1e-6)
-    assert payload["usage"] == {"documents": 4}
-    assert payload["model"] == scorer.model_name
-
-    # Defaults: every document, no document text; ZeroEntropy's path serves the same thing.
-    plain = httpx.post(f"{base_url}/v1/models/rerank", json={"query": QUERY, "documents": texts}).json()
-    assert len(plain["results"]) == 4 and all("document" not in r for r in plain["results"])
-    scores = [r["relevance_score"] for r in plain["results"]]
-    assert scores == sorted(scores, reverse=True)
-    # top_n larger than the list keeps everything
-    many = httpx.post(f"{base_url}/v1/rerank", json={"query": QUERY, "documents": texts, "top_n": 99}).json()
-    assert [r["index"] for r in many["results"]] == [r["index"] for r in plain["results"]]
-    empty = httpx.post(f"{base_url}/v1/rerank", json={"query": QUERY, "documents": []}).json()
-    assert empty["results"] == []
+def test_model_name_comes_from_the_server_before_any_request(base_url: str, scorer: ZerankScorer) -> None:
+    with RemoteScorer(base_url, model="what-the-client-guessed") as remote:
+        assert remote.model_name == scorer.model_name  # asked /health once
+        assert remote.requests_sent == 0
+    models = httpx.get(f"{base_url}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == [scorer.model_name]
 
 
 # -- cross-request batching ------------------------------------------------------------------------------
@@ -179,11 +109,7 @@ async def test_concurrent_requests_share_forward_passes(server: tuple[str, Any],
         )
     assert [r.status_code for r in responses] == [200] * 64
     for response, (_, docs), want in zip(responses, work, expected, strict=True):
-        results = response.json()["results"]
-        got = [0.0] * len(docs)
-        for item in results:
-            got[item["index"]] = item["relevance_score"]
-        assert close_to(got, want)
+        assert close_to(in_input_order(response.json()["results"], len(docs)), want)
     forward_passes = scorer.stats.forward_passes - passes_before
     batcher_after = app.state.batcher.stats.as_dict()
     assert batcher_after["requests"] - batcher_before["requests"] == 64
@@ -205,14 +131,18 @@ class GatedScorer:
         self.release = threading.Event()
         self.calls: list[int] = []
         self.model_name = scorer.model_name
+        self.accepts_instruction = self.scorer.accepts_instruction
 
-    def score_pairs(self, pairs: list[tuple[str, str]], *, raw: bool = False) -> list[float]:
+    def score_pairs_details(self, pairs: list[tuple[str, ...]]) -> list[Any]:
         if not self.calls:
             assert self.release.wait(30)
         self.calls.append(len(pairs))
-        if any(doc == "EXPLODE" for _, doc in pairs):
+        if any(pair[1] == "EXPLODE" for pair in pairs):
             raise RuntimeError("the model failed on this request")
-        return self.scorer.score_pairs(pairs, raw=raw)
+        return self.scorer.score_pairs_details(pairs)
+
+    def truncate_texts(self, texts: list[str], max_tokens: int) -> list[str]:
+        return self.scorer.truncate_texts(texts, max_tokens)
 
 
 async def test_batcher_groups_queued_requests_and_isolates_failures(scorer: ZerankScorer) -> None:
@@ -220,28 +150,53 @@ async def test_batcher_groups_queued_requests_and_isolates_failures(scorer: Zera
     batcher = MicroBatcher(gated, max_wait_ms=0)
     batcher.start()
     try:
-        first = asyncio.ensure_future(batcher.submit("first query", ["a", "b"]))
+        first = asyncio.ensure_future(batcher.submit(ScoreJob("first query", ["a", "b"])))
         while batcher.stats.requests < 1:  # wait until the first request is in the (gated) model thread
             await asyncio.sleep(0.005)
         work = [(f"query {i}", [f"doc {i}", f"other {i}"]) for i in range(5)]
         work.insert(2, ("bad query", ["fine", "EXPLODE"]))
-        tasks = [asyncio.ensure_future(batcher.submit(q, d)) for q, d in work]
+        tasks = [asyncio.ensure_future(batcher.submit(ScoreJob(q, d))) for q, d in work]
         while batcher.queued < len(work):
             await asyncio.sleep(0.005)
         gated.release.set()
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        assert close_to(await first, scorer.score("first query", ["a", "b"], raw=True))
+        assert close_to([d.raw for d in await first], scorer.score("first query", ["a", "b"], raw=True))
     finally:
         await batcher.close()
     for (query, docs), result in zip(work, results, strict=True):
         if query == "bad query":
             assert isinstance(result, RuntimeError) and "failed on this request" in str(result)
         else:
-            assert close_to(result, scorer.score(query, docs, raw=True))
+            assert close_to([d.raw for d in result], scorer.score(query, docs, raw=True))
     # first alone; then all six queued requests together (fails), then each of the six on its own
     assert gated.calls == [2, 12, 2, 2, 2, 2, 2, 2]
     assert batcher.stats.failed_batches == 1 and batcher.stats.failed_requests == 1
     assert batcher.stats.largest_batch_requests == 6
+
+
+async def test_cancelled_requests_leave_the_queue_without_model_time(scorer: ZerankScorer) -> None:
+    gated = GatedScorer(scorer)
+    batcher = MicroBatcher(gated, max_wait_ms=0)
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit(ScoreJob("first query", ["a"])))
+        while batcher.stats.requests < 1:
+            await asyncio.sleep(0.005)
+        waiting = [asyncio.ensure_future(batcher.submit(ScoreJob(f"q{i}", ["x", "y", "z"]))) for i in range(4)]
+        while batcher.queued < 4:
+            await asyncio.sleep(0.005)
+        for task in waiting[:3]:  # three clients leave before their turn
+            task.cancel()
+        await asyncio.sleep(0.01)
+        assert batcher.queued == 1 and batcher.stats.abandoned == 3
+        first.cancel()  # this one is being scored: its result is dropped when the model returns
+        gated.release.set()
+        kept = await waiting[3]
+        assert close_to([d.raw for d in kept], scorer.score("q3", ["x", "y", "z"], raw=True))
+    finally:
+        await batcher.close()
+    assert gated.calls == [1, 3]  # the model never saw the three abandoned requests
+    assert batcher.stats.dropped == 1
 
 
 async def test_closed_batcher_refuses_work(scorer: ZerankScorer) -> None:
@@ -249,84 +204,7 @@ async def test_closed_batcher_refuses_work(scorer: ZerankScorer) -> None:
     batcher.start()
     await batcher.close()
     with pytest.raises(RuntimeError, match="not running"):
-        await batcher.submit("q", ["d"])
-
-
-# -- bad requests ----------------------------------------------------------------------------------------
-def _chunks(total: int) -> Iterator[bytes]:
-    for _ in range(total // 1000):
-        yield b" " * 1000
-
-
-BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
-    ("malformed json", {"content": b'{"query": "q", "documents": ['}, 400, "malformed JSON"),
-    ("empty body", {"content": b""}, 400, "empty"),
-    ("not an object", {"json": ["q", "d"]}, 422, "must be a JSON object"),
-    ("missing query", {"json": {"documents": ["d"]}}, 422, "'query' is required"),
-    ("empty query", {"json": {"query": "   ", "documents": ["d"]}}, 422, "empty"),
-    ("query not a string", {"json": {"query": 5, "documents": ["d"]}}, 422, "'query' must be a string"),
-    ("missing documents", {"json": {"query": "q"}}, 422, "'documents' is required"),
-    ("documents not a list", {"json": {"query": "q", "documents": "d"}}, 422, "must be a list"),
-    ("number document", {"json": {"query": "q", "documents": ["d", 7]}}, 422, "documents[1]"),
-    ("object without text", {"json": {"query": "q", "documents": [{"txt": "d"}]}}, 422, "documents[0]"),
-    ("null document", {"json": {"query": "q", "documents": ["a", "b", None]}}, 422, "documents[2]"),
-    ("top_n zero", {"json": {"query": "q", "documents": ["d"], "top_n": 0}}, 422, "top_n must be >= 1"),
-    ("top_n negative", {"json": {"query": "q", "documents": ["d"], "top_n": -3}}, 422, "top_n"),
-    ("top_n string", {"json": {"query": "q", "documents": ["d"], "top_n": "2"}}, 422, "top_n"),
-    ("top_n bool", {"json": {"query": "q", "documents": ["d"], "top_n": True}}, 422, "top_n"),
-    (
-        "bad flag",
-        {"json": {"query": "q", "documents": ["d"], "return_documents": "yes"}},
-        422,
-        "return_documents",
-    ),
-    (
-        "too many documents",
-        {"json": {"query": "q", "documents": ["d"] * (MAX_DOCUMENTS + 1)}},
-        413,
-        "at most 40",
-    ),
-    ("large body", {"json": {"query": "q", "documents": ["x" * MAX_REQUEST_BYTES]}}, 413, "20000 bytes"),
-    ("large chunked body", {"content": _chunks(3 * MAX_REQUEST_BYTES)}, 413, "larger than 20000 bytes"),
-]
-
-
-@pytest.mark.parametrize(
-    ("name", "request_kwargs", "status", "message"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS]
-)
-def test_bad_request_gets_4xx_and_server_keeps_serving(
-    base_url: str,
-    scorer: ZerankScorer,
-    name: str,
-    request_kwargs: dict[str, Any],
-    status: int,
-    message: str,
-) -> None:
-    if name == "large chunked body":  # a generator is consumed by one request: build it per run
-        request_kwargs = {"content": _chunks(3 * MAX_REQUEST_BYTES)}
-    response = httpx.post(f"{base_url}/v1/rerank", timeout=30, **request_kwargs)
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert message in error["message"]
-    assert error["code"] == status
-    good = httpx.post(f"{base_url}/v1/rerank", json={"query": QUERY, "documents": DOCS[:3]})
-    assert good.status_code == 200
-    got = sorted(good.json()["results"], key=lambda r: r["index"])
-    assert close_to([r["relevance_score"] for r in got], scorer.score(QUERY, DOCS[:3]))
-
-
-async def test_bad_requests_do_not_disturb_concurrent_good_ones(base_url: str, scorer: ZerankScorer) -> None:
-    work = request_workload(12)
-    async with httpx.AsyncClient(timeout=60) as client:
-        good = [client.post(f"{base_url}/v1/rerank", json={"query": q, "documents": d}) for q, d in work]
-        bad = [client.post(f"{base_url}/v1/rerank", json={"query": "q", "documents": ["d", i]}) for i in range(12)]
-        responses = await asyncio.gather(*[x for pair in zip(good, bad, strict=True) for x in pair])
-    for i, (query, docs) in enumerate(work):
-        ok, refused = responses[2 * i], responses[2 * i + 1]
-        assert refused.status_code == 422 and "documents[1]" in refused.json()["error"]["message"]
-        assert ok.status_code == 200
-        got = sorted(ok.json()["results"], key=lambda r: r["index"])
-        assert close_to([r["relevance_score"] for r in got], scorer.score(query, docs))
+        await batcher.submit(ScoreJob("q", ["d"]))
 
 
 def test_unknown_route_and_method_get_json_errors(base_url: str) -> None:
@@ -334,6 +212,7 @@ def test_unknown_route_and_method_get_json_errors(base_url: str) -> None:
     assert response.status_code == 405 and response.json()["error"]["code"] == 405
     response = httpx.post(f"{base_url}/v2/nothing", json={})
     assert response.status_code == 404 and response.json()["error"]["code"] == 404
+    assert response.headers["x-request-id"]
 
 
 def test_remote_scorer_surfaces_server_refusals_without_retrying(base_url: str) -> None:
@@ -346,6 +225,8 @@ def test_remote_scorer_surfaces_server_refusals_without_retrying(base_url: str) 
             remote.score("  ", ["d"])
         with pytest.raises(TypeError, match="index 1"):
             remote.score(QUERY, ["d", 3])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="no instruction field"):
+            remote.score(QUERY, ["d"], instruction="judge strictly")
         assert remote.requests_sent == 1
 
 
@@ -388,14 +269,17 @@ def test_auth_requires_the_bearer_token(
     body = {"query": QUERY, "documents": DOCS}
     assert httpx.get(f"{url}/health").json()["auth"] is True  # health stays open for load balancers
     missing = httpx.post(f"{url}/v1/rerank", json=body)
-    assert missing.status_code == 401 and "missing bearer token" in missing.json()["error"]["message"]
+    assert missing.status_code == 401 and "missing bearer token" in missing.json()["message"]
     assert missing.headers["www-authenticate"] == "Bearer"
     wrong = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {key}x"})
-    assert wrong.status_code == 401 and "invalid bearer token" in wrong.json()["error"]["message"]
+    assert wrong.status_code == 401 and "invalid bearer token" in wrong.json()["detail"]
     basic = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": key})
     assert basic.status_code == 401
-    ok = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {key}"})
-    assert ok.status_code == 200
+    for scheme in ("Bearer", "bearer", "BEARER"):  # the scheme is case-insensitive (RFC 7235)
+        ok = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"{scheme} {key}"})
+        assert ok.status_code == 200, scheme
+    tei = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCS})
+    assert tei.status_code == 401 and tei.json()["error_type"] == "Unauthorized"  # TEI's own error shape
 
     with RemoteScorer(url, api_key=key) as remote:
         assert close_to(remote.score(QUERY, DOCS), scorer.score(QUERY, DOCS))
@@ -408,15 +292,17 @@ def test_auth_requires_the_bearer_token(
     proc.terminate()
     output, _ = proc.communicate(timeout=20)
     assert "auth on" in output
+    assert "has random weights (a test checkpoint from make-test-model): its scores are meaningless" in output
     assert key not in output  # neither the startup banner nor the access log shows the key
+    assert "Traceback" not in output
 
 
 # -- RemoteScorer against a flaky real HTTP server -------------------------------------------------------
 class FlakyHandler(BaseHTTPRequestHandler):
     """Answers the first ``failures`` POSTs with ``fail_status`` (or drops the connection), then succeeds.
 
-    Success echoes one result per document, with ``relevance_score = scores[i]`` and no ``raw_score``,
-    like a vLLM or hosted endpoint would.
+    Success echoes one result per document with ``relevance_score = scores[i]`` and no ``raw_score``, in
+    the Cohere/vLLM shape (``results``), as a vLLM or hosted endpoint would.
     """
 
     failures = 0
@@ -451,6 +337,11 @@ class FlakyHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def do_GET(self) -> None:  # no /health, /v1/models or /info here: model_name stays the configured one
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -473,13 +364,9 @@ def test_remote_retries_transient_failures(status: int) -> None:
     with flaky_server(failures=2, fail_status=status, retry_after="0") as (url, handler):
         with RemoteScorer(url, max_retries=3, backoff_base_s=0.001, model="served-name") as remote:
             assert remote.score("q", ["a", "b", "c"]) == pytest.approx([0.1, 0.2, 0.3])
+            assert remote.model_name == "served-name"
         assert len(handler.seen) == 3 and remote.retries == 2
-        assert handler.seen[-1] == {
-            "model": "served-name",
-            "query": "q",
-            "documents": ["a", "b", "c"],
-            "return_documents": False,
-        }
+        assert handler.seen[-1] == {"model": "served-name", "query": "q", "documents": ["a", "b", "c"]}
 
 
 async def test_async_remote_retries_dropped_connections() -> None:
@@ -512,27 +399,23 @@ def test_remote_gives_up_after_max_retries_and_does_not_retry_client_errors() ->
         assert remote.requests_sent == 2
 
 
-def test_remote_raw_scores_and_score_transforms() -> None:
+def test_remote_raw_scores_follow_the_family_calibration() -> None:
     logits = [3.0, -2.0, 0.5]
+    zerank = [1 / (1 + math.exp(-x / 5)) for x in logits]
+    with flaky_server(scores=staticmethod(lambda i: zerank[i])) as (url, _):
+        with RemoteScorer(url) as known:  # zerank's calibration inverts the probabilities exactly
+            assert known.score("q", ["a", "b", "c"]) == pytest.approx(zerank, abs=1e-12)
+            assert known.score("q", ["a", "b", "c"], raw=True) == pytest.approx(logits, abs=1e-9)
+        unknown = RemoteScorer(url, model="some-hosted-reranker")  # no family: no raw scores
+        with unknown, pytest.raises(RawScoresUnavailableError, match="family="):
+            unknown.score("q", ["a", "b", "c"], raw=True)
     with flaky_server(scores=staticmethod(lambda i: logits[i])) as (url, handler):
-        with RemoteScorer(url) as plain:  # probabilities only: raw is impossible and says so
-            assert plain.score("q", ["a", "b", "c"]) == pytest.approx(logits)
-            with pytest.raises(RawScoresUnavailableError, match="sigmoid_div5"):
-                plain.score("q", ["a", "b", "c"], raw=True)
-        with RemoteScorer(url, score_transform="sigmoid_div5", extra_body={"use_activation": False}) as vllm:
-            expected = [1 / (1 + math.exp(-x / 5)) for x in logits]
-            assert vllm.score("q", ["a", "b", "c"]) == pytest.approx(expected, abs=1e-12)
+        with RemoteScorer(url, dialect="vllm", model="zerank-2", family="zerank") as vllm:
+            assert vllm.score("q", ["a", "b", "c"]) == pytest.approx(zerank, abs=1e-12)
             assert vllm.score("q", ["a", "b", "c"], raw=True) == pytest.approx(logits)
-        assert handler.seen[-1]["use_activation"] is False  # extra_body reaches the server
-    sigmoids = [1 / (1 + math.exp(-x)) for x in logits]
-    with (
-        flaky_server(scores=staticmethod(lambda i: sigmoids[i])) as (url, _),
-        RemoteScorer(url, score_transform="resigmoid_div5") as vllm_default,
-    ):
-        assert vllm_default.score("q", ["a", "b", "c"], raw=True) == pytest.approx(logits, abs=1e-9)
-        assert vllm_default.score("q", ["a", "b", "c"]) == pytest.approx(
-            [1 / (1 + math.exp(-x / 5)) for x in logits], abs=1e-9
-        )
+            vllm.score("q", ["a"], instruction="prefer primary sources")
+        assert handler.seen[-1]["use_activation"] is False  # vLLM is asked for the raw score
+        assert handler.seen[-1]["instruction"] == "prefer primary sources"  # vLLM's own field name
 
 
 def test_remote_rejects_incomplete_results_and_sends_the_key() -> None:
@@ -543,13 +426,28 @@ def test_remote_rejects_incomplete_results_and_sends_the_key() -> None:
         assert "k-123" not in repr(remote)
 
 
+def test_remote_scorer_reads_keys_from_the_provider_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CO_API_KEY", "co-secret")
+    monkeypatch.setenv("VOYAGE_API_KEY", "voyage-secret")
+    with flaky_server() as (url, handler):
+        with RemoteScorer(url) as cohere_like:
+            cohere_like.score("q", ["a"])
+        with RemoteScorer(url, dialect="voyage", api_key="explicit") as voyage_like:
+            assert voyage_like.api_key is not None and voyage_like.api_key.get_secret_value() == "explicit"
+        assert handler.headers_seen == ["Bearer co-secret"]
+        assert "co-secret" not in repr(cohere_like)
+
+
 def test_remote_scorer_validates_its_settings() -> None:
     with pytest.raises(ValueError, match="http"):
         RemoteScorer("127.0.0.1:8000")
-    with pytest.raises(ValueError, match="score_transform"):
-        RemoteScorer("http://x", score_transform="softmax")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dialect must be one of"):
+        RemoteScorer("http://x", dialect="soap")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pass family="):
+        RemoteScorer("http://x", dialect="tei", model="my-served-name")
     remote = RemoteScorer("http://host:1/", path="v1/models/rerank")
     assert remote.url == "http://host:1/v1/models/rerank"
+    assert RemoteScorer(dialect="voyage").url == "https://api.voyageai.com/v1/rerank"  # hosted default
 
 
 # -- packaging and CLI -----------------------------------------------------------------------------------
@@ -560,6 +458,7 @@ def test_import_zerank_integrations_does_not_import_serving() -> None:
         "bad = [m for m in sys.modules if m.startswith(heavy)]\n"
         "assert not bad, bad\n"
         "from zerank_integrations.serving import RemoteScorer\n"
+        "RemoteScorer('http://127.0.0.1:1', dialect='vllm', model='zerank-2', family='zerank')\n"
         "assert 'fastapi' not in sys.modules and 'torch' not in sys.modules, 'the client must stay light'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -571,42 +470,32 @@ def test_serve_arguments_defaults_and_options() -> None:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)
     args = parser.parse_args([])
-    assert (args.host, args.port, args.model, args.api_key) == (
-        "127.0.0.1",
-        8000,
-        DEFAULT_MODEL,
-        None,
-    )
+    assert (args.host, args.port, args.api_key) == ("127.0.0.1", 8000, None)
+    assert (args.header_timeout, args.body_timeout, args.max_connections, args.shutdown_timeout) == (10, 30, 1024, 30)
     args = parser.parse_args(
         shlex.split(
             "--host 0.0.0.0 --port 9 --model m --device cpu --dtype float32 --max-length 512 "
             "--batch-tokens 2048 --revision abc --local-files-only --api-key k --max-request-bytes 10 "
-            "--batch-wait-ms 0"
+            "--batch-wait-ms 0 --header-timeout 2.5 --body-timeout 4 --keep-alive-timeout 3 --max-connections 7 "
+            "--shutdown-timeout 12 --max-queued-requests 5 --max-json-depth 8"
         )
     )
-    assert (args.host, args.port, args.model, args.device, args.dtype) == (
-        "0.0.0.0",
-        9,
-        "m",
-        "cpu",
-        "float32",
-    )
-    assert (args.max_length, args.batch_tokens, args.revision, args.local_files_only) == (
-        512,
-        2048,
-        "abc",
-        True,
-    )
+    assert (args.host, args.port, args.model, args.device, args.dtype) == ("0.0.0.0", 9, "m", "cpu", "float32")
+    assert (args.max_length, args.batch_tokens, args.revision, args.local_files_only) == (512, 2048, "abc", True)
     assert (args.api_key, args.max_request_bytes, args.batch_wait_ms) == ("k", 10, 0.0)
+    assert (args.header_timeout, args.body_timeout, args.keep_alive_timeout) == (2.5, 4.0, 3)
+    assert (args.max_connections, args.shutdown_timeout, args.max_queued_requests, args.max_json_depth) == (7, 12, 5, 8)
 
 
 def test_create_app_refuses_bad_settings(scorer: ZerankScorer) -> None:
-    with pytest.raises(TypeError, match="score_pairs"):
+    with pytest.raises(TypeError, match="score_pairs_details"):
         create_app(RemoteScorer("http://x"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="api_key is empty"):
         create_app(scorer, api_key="")
     with pytest.raises(ValueError, match="max_wait_ms"):
         create_app(scorer, batch_wait_ms=-1)
+    with pytest.raises(ValueError, match="max_json_depth"):
+        create_app(scorer, max_json_depth=1)
 
 
 # -- framework adapters over a remote scorer -----------------------------------------------------------
@@ -657,34 +546,92 @@ async def test_llama_index_rerank_with_remote_scorer_matches_local(base_url: str
 
 
 # -- the vLLM recipe's pieces, checked against the core with transformers (vLLM itself cannot run here) -
-def test_exported_sequence_classifier_outputs_the_yes_logit(
-    checkpoint_dir: Path, scorer: ZerankScorer, tmp_path: Path
+@pytest.mark.parametrize("family", ["zerank", "qwen3-reranker", "mxbai-rerank-v2"])
+def test_exported_classifier_with_the_score_template_gives_the_cores_raw_score(
+    family_checkpoints: dict[str, Path], family: str, tmp_path: Path
 ) -> None:
-    """A one-label Qwen3ForSequenceClassification fed the score template's prompt == the core's raw score."""
+    """A one-label *ForSequenceClassification fed our score template's prompt == the core's raw score,
+    with and without an instruction, for every causal-LM family."""
     import jinja2
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from zerank_integrations.serving.vllm import VLLM_HF_OVERRIDES, export_sequence_classifier
+    from zerank_integrations.families import get_family
+    from zerank_integrations.serving.vllm import TEMPLATE_FILE, export_sequence_classifier, hf_overrides
 
-    out = export_sequence_classifier(checkpoint_dir, tmp_path / "seq-cls", dtype="float32")
+    local = ZerankScorer(str(family_checkpoints[family]))
+    assert local.family == family
+    out = export_sequence_classifier(family_checkpoints[family], tmp_path / "seq-cls", family=family, dtype="float32")
     config = json.loads((out / "config.json").read_text())
-    assert config["architectures"] == VLLM_HF_OVERRIDES["architectures"] and len(config["id2label"]) == 1
-    template = jinja2.Environment().from_string((out / "zerank_score_template.jinja").read_text())
+    assert config["architectures"][0].endswith("ForSequenceClassification") and len(config["id2label"]) == 1
+    template = jinja2.Environment().from_string((out / TEMPLATE_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
-    query = QUERY.strip()
-    docs = [d.strip() for d in DOCS]
-    logits = []
-    for doc in docs:
-        messages = [{"role": "query", "content": query}, {"role": "document", "content": doc}]
-        ids = tokenizer(template.render(messages=messages), return_tensors="pt", add_special_tokens=False)
-        with torch.no_grad():
-            logits.append(float(model(**ids).logits[0, 0]))
-    assert close_to(logits, scorer.score(query, docs, raw=True), tol=1e-4)
-    with flaky_server(scores=staticmethod(lambda i: logits[i])) as (url, handler):
-        from zerank_integrations.serving.vllm import vllm_remote_scorer
 
-        with vllm_remote_scorer(url, "zerank-2") as remote:  # a vLLM-shaped answer: raw logits, no raw_score
-            assert close_to(remote.score(query, docs), scorer.score(query, docs), tol=1e-5)
+    def rendered(query: str, document: str, **variables: Any) -> str:
+        messages = [{"role": "query", "content": query}, {"role": "document", "content": document}]
+        return template.render(messages=messages, **variables)
+
+    def served(query: str, document: str, **variables: Any) -> float:
+        """What vLLM computes: the rendered prompt tokenized as one string, through the classifier."""
+        ids = tokenizer(rendered(query, document, **variables), return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            return float(model(**ids).logits[0, 0])
+
+    # The template renders the family's recipe text: with an instruction, without one, and with a blank one.
+    spec = get_family(family)
+    instruction = "Prefer documents about biology"
+    query, docs = (QUERY.strip(), [d.strip() for d in DOCS]) if spec.prompt.strip else (QUERY, DOCS)
+    for variables, wanted in (({}, None), ({"instruction": instruction}, instruction), ({"instruction": " "}, None)):
+        for doc, normalized in zip(DOCS, docs, strict=True):
+            expected_text = _recipe_text(spec, tokenizer, query, normalized, wanted or spec.prompt.default_instruction)
+            assert rendered(QUERY, doc, **variables) == expected_text
+    if family == "mxbai-rerank-v2":
+        return  # its recipe tokenizes each piece on its own; vLLM tokenizes the rendered text as one string
+    assert close_to([served(QUERY, doc) for doc in DOCS], local.score(QUERY, DOCS, raw=True), tol=1e-4)
+    assert close_to(
+        [served(QUERY, doc, instruction=instruction) for doc in DOCS],
+        local.score(QUERY, DOCS, raw=True, instruction=instruction),
+        tol=1e-4,
+    )
+    assert hf_overrides(family) == get_family(family).vllm_hf_overrides
+
+
+def _recipe_text(spec: Any, tokenizer: Any, query: str, document: str, instruction: str | None) -> str:
+    """The family's prompt as its reference recipe writes it, built here from the family's declared pieces."""
+    fmt = spec.prompt
+    query_text = (
+        (fmt.with_instruction or "").format(query=query, instruction=instruction)
+        if instruction
+        else (fmt.query.format(query=query))
+    )
+    document_text = fmt.document.format(document=document)
+    if fmt.pieces == "chat_template":
+        messages = [
+            {"role": fmt.chat_roles[0], "content": query_text},
+            {"role": fmt.chat_roles[1], "content": document_text},
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "".join((*fmt.head, query_text, *fmt.middle, document_text, *fmt.tail))
+
+
+def test_vllm_helpers_refuse_a_native_classifier(family_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from zerank_integrations.serving.vllm import export_sequence_classifier, hf_overrides, score_template
+
+    assert hf_overrides("cross-encoder") is None
+    with pytest.raises(ValueError, match="serves it natively"):
+        score_template(AutoTokenizer.from_pretrained(family_checkpoints["cross-encoder"]), "cross-encoder")
+    with pytest.raises(ValueError, match="already a sequence classifier"):
+        export_sequence_classifier(family_checkpoints["cross-encoder"], tmp_path / "x", family="cross-encoder")
+
+
+def test_vllm_remote_scorer_applies_the_family_calibration(scorer: ZerankScorer) -> None:
+    from zerank_integrations.serving.vllm import vllm_remote_scorer
+
+    logits = scorer.score(QUERY, DOCS, raw=True)
+    with flaky_server(scores=staticmethod(lambda i: logits[i])) as (url, handler):
+        with vllm_remote_scorer(url, "zerank-2") as remote:  # a vLLM-shaped answer: raw scores, no raw_score
+            assert close_to(remote.score(QUERY, DOCS), scorer.score(QUERY, DOCS), tol=1e-9)
         assert handler.seen[-1]["use_activation"] is False and handler.seen[-1]["model"] == "zerank-2"

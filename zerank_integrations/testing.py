@@ -58,8 +58,6 @@ _PAIR_TEMPLATES = {
         "(0 for not relevant, 1 for relevant).\\nRelevance:<|im_end|>\\n<|im_start|>assistant\\n' -}}"
     ),
 }
-# The tokens sentence-transformers' LogitScore reads for each family: (true, false or None).
-_LOGIT_SCORE_TOKENS = {"zerank": ("Yes", None), "qwen3-reranker": ("yes", "no"), "mxbai-rerank-v2": ("1", "0")}
 
 
 def is_random_weights(path: str | os.PathLike[str]) -> bool:
@@ -190,8 +188,11 @@ def _write_sentence_transformers_config(out: Path, family: str) -> None:
     """modules.json + LogitScore, as sentence-transformers 5.4+ saves a causal-LM CrossEncoder."""
     from transformers import AutoTokenizer
 
+    from zerank_integrations.families import get_family
+
     tokenizer = AutoTokenizer.from_pretrained(out)
-    true_text, false_text = _LOGIT_SCORE_TOKENS[family]
+    head_tokens = get_family(family).head.tokens  # (true,) or (true, false): what LogitScore reads
+    true_text, false_text = head_tokens[0], (head_tokens[1] if len(head_tokens) == 2 else None)
 
     def token_id(text: str) -> int:
         (single,) = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -1,42 +1,50 @@
-"""The ``/v1/rerank`` HTTP server: one scorer, many clients, cross-request batching.
+"""The rerank HTTP server: one scorer, every common rerank dialect, cross-request batching.
 
-Speaks the Cohere/Jina-style protocol that vLLM, SGLang, infinity and ZeroEntropy's API share, so any client
-of those works here and our ``RemoteScorer`` works there::
+Each dialect in :mod:`zerank_integrations.serving.dialects` gets one POST route; all of them share one
+pipeline::
 
-    POST /v1/rerank   (also /v1/models/rerank, ZeroEntropy's path, and /rerank)
-    {"model": "...", "query": "...", "documents": ["...", {"text": "..."}],
-     "top_n": 3, "return_documents": true}
-    -> {"id": "...", "model": "...",
-        "results": [{"index": 1, "relevance_score": 0.93, "raw_score": 12.9,
-                     "document": {"text": "..."}}, ...],
-        "usage": {"documents": 2}}
+    auth -> content type -> body (size-bounded) -> JSON (depth-bounded) -> document count -> request model
+         -> RerankCall -> batcher (scorer.score_pairs_details) -> select -> the dialect's answer
 
-Results are best first; ``relevance_score`` is the core's probability sigmoid(logit / 5) and ``raw_score`` the
-"Yes" logit itself (an extension other clients ignore, which lets ``RemoteScorer.score(raw=True)`` work).
-Bodies are parsed by hand rather than by a pydantic model so that every bad request gets a 4xx whose message
-names the offending field, and so the size limit is enforced while the body streams in, before it is buffered.
+Everything a client can get wrong is refused before the batcher with a 4xx in that dialect's error shape,
+so no request can fail a batch it shares with others. A client that leaves is noticed while it waits: its
+request leaves the queue (no model time) or its result is dropped, with one debug line in the log.
+Anything unexpected becomes a JSON 500 carrying a request id, logged once with that id; the connection
+stays usable for the next request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
 import logging
-import math
 import time
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, is_dataclass
+from dataclasses import is_dataclass
 from typing import Any, Protocol
+from uuid import uuid4
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zerank_integrations.base import Calibration, rank_scores, validate_query, validate_top_n
-from zerank_integrations.serving.batcher import BatcherBusyError, BatcherClosedError, MicroBatcher
+from zerank_integrations.base import rank_scores
+from zerank_integrations.serving.batcher import BatcherBusyError, BatcherClosedError, MicroBatcher, ScoreJob
+from zerank_integrations.serving.dialects import (
+    DIALECTS,
+    GenericError,
+    RerankCall,
+    RerankOutcome,
+    ServerDialect,
+    generic_error,
+)
+from zerank_integrations.serving.wire import ApiError, check_content_type, parse_json, validation_error
 
 logger = logging.getLogger("zerank_integrations.serving")
 
@@ -44,131 +52,48 @@ DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_DOCUMENTS = 1000
 DEFAULT_BATCH_WAIT_MS = 5.0
 DEFAULT_MAX_BATCH_PAIRS = 2048
-RERANK_PATHS = ("/v1/rerank", "/v1/models/rerank", "/rerank")
+DEFAULT_MAX_QUEUED_REQUESTS = 4096
+DEFAULT_MAX_JSON_DEPTH = 32
+RERANK_PATHS = tuple(dialect.path for dialect in DIALECTS)
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    500: "internal_error",
-    503: "overloaded_error",
+_ERROR_DESCRIPTIONS = {
+    400: "malformed body: not UTF-8 JSON, nested too deeply, duplicate keys, numbers out of range; or a document "
+    "too long for the model when truncation is refused",
+    401: "missing or wrong bearer token",
+    413: "body larger than the server's limit, or more documents than it accepts",
+    415: "a Content-Type other than application/json",
+    422: "a field is missing, has the wrong type or value, or holds text the tokenizer cannot read",
+    429: "too many requests queued; retry after the Retry-After seconds",
+    500: "unexpected server error; the message carries the request id to look up in the server log",
+    503: "the server is shutting down",
 }
 
 
 class ServableScorer(Protocol):
-    """What the server needs: a name to report and mixed-query pair scoring (raw logits on request)."""
+    """What the server needs from a scorer (``ZerankScorer`` satisfies it)."""
 
     @property
     def model_name(self) -> str: ...
 
     @property
-    def calibration(self) -> Calibration: ...
+    def accepts_instruction(self) -> bool: ...
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]: ...
+    def score_pairs_details(self, pairs: Sequence[tuple[str, ...]]) -> list[Any]: ...
 
-
-class ApiError(Exception):
-    """A request the server refuses; rendered as ``{"error": {"message", "type", "code", "param"}}``."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.headers = headers
+    def truncate_texts(self, texts: Sequence[str], max_tokens: int) -> list[str]: ...
 
 
-@dataclass(frozen=True)
-class RerankInput:
-    """A validated request body."""
-
-    query: str
-    documents: list[str]
-    top_n: int | None
-    return_documents: bool
-    model: str | None
+class _ClientGone(Exception):
+    """The client disconnected; nobody is left to answer."""
 
 
-def error_response(
-    status: int, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """The one error shape of every endpoint (OpenAI/vLLM style, so existing clients show the message)."""
-    body = {
-        "error": {
-            "message": message,
-            "type": _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "internal_error"),
-            "code": status,
-            "param": param,
-        }
-    }
-    return JSONResponse(body, status_code=status, headers=headers)
+def select(call: RerankCall, details: Sequence[Any]) -> list[tuple[int, float]]:
+    """The rerank step after scoring: (index, reported score) best first, ties in input order, top_n kept.
 
-
-def parse_rerank_request(payload: Any, *, max_documents: int) -> RerankInput:
-    """Validate a decoded JSON body; raise ``ApiError`` naming the first thing that is wrong."""
-    if not isinstance(payload, dict):
-        raise ApiError(422, f"the request body must be a JSON object, got {_json_type(payload)}")
-    model = payload.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(422, f"'model' must be a string, got {_json_type(model)}", param="model")
-
-    if "query" not in payload or payload["query"] is None:
-        raise ApiError(422, "'query' is required", param="query")
-    query = payload["query"]
-    if not isinstance(query, str):
-        raise ApiError(422, f"'query' must be a string, got {_json_type(query)}", param="query")
-    try:
-        validate_query(query)
-    except ValueError as error:
-        raise ApiError(422, f"'query': {error}", param="query") from None
-
-    if "documents" not in payload or payload["documents"] is None:
-        raise ApiError(422, "'documents' is required", param="documents")
-    raw_documents = payload["documents"]
-    if not isinstance(raw_documents, list):
-        raise ApiError(
-            422, f"'documents' must be a list of strings, got {_json_type(raw_documents)}", param="documents"
-        )
-    if len(raw_documents) > max_documents:
-        raise ApiError(
-            413,
-            f"{len(raw_documents)} documents in one request; this server accepts at most {max_documents}",
-            param="documents",
-        )
-    documents: list[str] = []
-    for index, item in enumerate(raw_documents):
-        if isinstance(item, str):
-            documents.append(item)
-        elif isinstance(item, dict) and isinstance(item.get("text"), str):
-            documents.append(item["text"])
-        else:
-            got = "an object without a string 'text' field" if isinstance(item, dict) else _json_type(item)
-            raise ApiError(
-                422,
-                f"documents[{index}] must be a string or an object with a string 'text' field, got {got}",
-                param=f"documents[{index}]",
-            )
-
-    try:
-        top_n = validate_top_n(payload.get("top_n"))
-    except (TypeError, ValueError) as error:
-        raise ApiError(422, f"'top_n': {error}", param="top_n") from None
-
-    return_documents = payload.get("return_documents", False)
-    if return_documents is None:
-        return_documents = False
-    if not isinstance(return_documents, bool):
-        raise ApiError(
-            422,
-            f"'return_documents' must be true or false, got {_json_type(return_documents)}",
-            param="return_documents",
-        )
-    return RerankInput(query, documents, top_n, return_documents, model)
+    One small function on purpose: the pipeline's shared score -> select -> account step replaces it.
+    """
+    scores = [d.raw if call.raw_scores else d.probability for d in details]
+    return rank_scores(scores, call.top_n)
 
 
 def create_app(
@@ -179,44 +104,44 @@ def create_app(
     max_documents: int = DEFAULT_MAX_DOCUMENTS,
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
     max_batch_pairs: int = DEFAULT_MAX_BATCH_PAIRS,
-    max_queued_requests: int = 4096,
+    max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
     model_name: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``scorer``; run it with any ASGI server (``uvicorn.run(app)``).
 
-    ``api_key`` turns on bearer auth for the rerank routes (``/health`` stays open for load balancers).
-    The batcher lives in the app's lifespan, so it binds to the server's event loop; ``app.state.batcher``
-    and ``GET /health`` expose its counters.
+    ``api_key`` turns on bearer auth for the rerank routes (``/health`` and ``/v1/models`` stay open for
+    load balancers). The batcher lives in the app's lifespan, so it binds to the server's event loop;
+    ``app.state.batcher`` and ``GET /health`` expose its counters.
     """
-    if not callable(getattr(scorer, "score_pairs", None)):
-        raise TypeError(f"{type(scorer).__name__} has no score_pairs(); the server needs it to batch across requests")
-    if max_request_bytes < 1:
-        raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
-    if max_documents < 1:
-        raise ValueError(f"max_documents must be >= 1, got {max_documents}")
+    if not callable(getattr(scorer, "score_pairs_details", None)):
+        raise TypeError(
+            f"{type(scorer).__name__} has no score_pairs_details(); the server needs it to batch across requests"
+        )
+    for name, value in (("max_request_bytes", max_request_bytes), ("max_documents", max_documents)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if max_json_depth < 3:
+        raise ValueError(f"max_json_depth must be >= 3 (a request is at least that deep), got {max_json_depth}")
     secret = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
     if secret is not None and not secret.get_secret_value():
         raise ValueError("api_key is empty; pass None to disable authentication")
-    expected_auth = (
-        f"Bearer {secret.get_secret_value()}".encode() if secret is not None else None
-    )  # kept as bytes for hmac.compare_digest; never logged
     served_name = model_name or str(getattr(scorer, "model_name", "zerank"))
-    # Validate the batcher settings now, not at the first request.
-    MicroBatcher(
-        scorer,
-        max_wait_ms=batch_wait_ms,
-        max_batch_pairs=max_batch_pairs,
-        max_queued_requests=max_queued_requests,
-    )
+    accepts_instruction = bool(getattr(scorer, "accepts_instruction", False))
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        batcher = MicroBatcher(
+    def new_batcher() -> MicroBatcher:
+        return MicroBatcher(
             scorer,
             max_wait_ms=batch_wait_ms,
             max_batch_pairs=max_batch_pairs,
             max_queued_requests=max_queued_requests,
         )
+
+    new_batcher()  # validate the batcher settings now, not at the first request
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher = new_batcher()
         batcher.start()
         app.state.batcher = batcher
         try:
@@ -226,98 +151,151 @@ def create_app(
 
     app = FastAPI(
         title="zerank rerank server",
-        summary="Cohere/Jina-compatible /v1/rerank over a zerank model, with cross-request batching",
+        summary="Cohere, Jina, Voyage, Mixedbread, TEI, ZeroEntropy and vLLM rerank dialects over one reranker, "
+        "with cross-request batching",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
     app.state.scorer = scorer
     app.state.model_name = served_name
-    app.state.auth_enabled = expected_auth is not None
+    app.state.auth_enabled = secret is not None
     app.state.max_request_bytes = max_request_bytes
     app.state.max_documents = max_documents
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status, error.message, param=error.param, headers=error.headers)
-
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), headers=getattr(error, "headers", None))
+        rid = _request_id(request.scope)
+        body = generic_error(error.status_code, str(error.detail), None, rid)
+        return JSONResponse(body.model_dump(mode="json"), status_code=error.status_code, headers=error.headers)
 
-    @app.get("/health")
+    @app.get("/health", responses={200: {"description": "liveness and counters"}})
     async def health(request: Request) -> dict[str, Any]:
         """Liveness plus counters: cheap, unauthenticated, never touches the model."""
         batcher: MicroBatcher | None = getattr(request.app.state, "batcher", None)
         return {
             "status": "ok" if batcher is not None else "starting",
             "model": served_name,
-            "auth": expected_auth is not None,
+            "family": getattr(scorer, "family", None),
+            "accepts_instruction": accepts_instruction,
+            "random_weights": bool(getattr(scorer, "random_weights", False)),
+            "auth": secret is not None,
             "batcher": batcher.stats.as_dict() if batcher is not None else None,
             "queued": batcher.queued if batcher is not None else 0,
+            "in_flight": batcher.in_flight if batcher is not None else 0,
             "scorer": _scorer_stats(scorer),
         }
 
-    async def rerank(request: Request) -> JSONResponse:
-        started = time.perf_counter()
-        if expected_auth is not None:
-            _check_auth(request, expected_auth)
-        body = await _read_body(request, max_request_bytes)
-        payload = _decode_json(body)
-        params = parse_rerank_request(payload, max_documents=max_documents)
-        batcher: MicroBatcher = request.app.state.batcher
-        try:
-            logits = await batcher.submit(params.query, params.documents)
-        except BatcherBusyError as error:
-            raise ApiError(503, str(error), headers={"Retry-After": "1"}) from None
-        except BatcherClosedError as error:
-            raise ApiError(503, str(error), headers={"Retry-After": "1"}) from None
-        except (ValueError, TypeError) as error:  # the core refused this input: the client's problem
-            raise ApiError(422, f"the scorer rejected the request: {error}") from None
-        except Exception:
-            logger.exception("scoring failed for a request with %d documents", len(params.documents))
-            raise ApiError(500, "internal error while scoring; see the server log") from None
-        probabilities = [scorer.calibration.probability(x) for x in logits]
-        results = []
-        for index, probability in rank_scores(probabilities, params.top_n):
-            item: dict[str, Any] = {
-                "index": index,
-                "relevance_score": _finite_or_none(probability),
-                "raw_score": _finite_or_none(logits[index]),
-            }
-            if params.return_documents:
-                item["document"] = {"text": params.documents[index]}
-            results.append(item)
-        logger.debug("reranked %d documents in %.1f ms", len(params.documents), (time.perf_counter() - started) * 1e3)
-        return JSONResponse(
-            {
-                "id": f"rerank-{uuid.uuid4().hex}",
-                "model": served_name,
-                "results": results,
-                "usage": {"documents": len(params.documents)},
-            }
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        """The served model, OpenAI/vLLM style, so clients can learn what actually answers them."""
+        return ModelList(object="list", data=[ModelCard(id=served_name, object="model", owned_by="zerank")])
+
+    def route(dialect: ServerDialect) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def rerank(request: Request) -> JSONResponse:
+            started = time.perf_counter()
+            if secret is not None:
+                _check_auth(request, secret)
+            check_content_type(request.headers.get("content-type"))
+            body = await _read_body(request, max_request_bytes)
+            payload = parse_json(body, max_depth=max_json_depth)
+            items = payload.get(dialect.documents_field) if isinstance(payload, dict) else None
+            if isinstance(items, list) and len(items) > max_documents:
+                raise ApiError(
+                    413,
+                    f"{len(items)} {dialect.documents_field} in one request; this server accepts at most "
+                    f"{max_documents}",
+                    param=dialect.documents_field,
+                )
+            try:
+                parsed = dialect.request_model.model_validate(payload)
+            except ValidationError as error:
+                raise validation_error(error) from None
+            call = dialect.to_call(parsed)
+            instruction = call.instruction if call.instruction and call.instruction.strip() else None
+            if instruction is not None and not accepts_instruction:
+                family = getattr(scorer, "family", "this model's")
+                raise ApiError(
+                    422,
+                    f"'instruction': the {family} reranker family takes no instruction; leave the field out",
+                    param="instruction",
+                )
+            job = ScoreJob(call.query, call.texts, instruction, call.max_tokens_per_doc)
+            details = await _score_while_connected(request, request.app.state.batcher, job)
+            if call.refuse_truncation:
+                _refuse_truncated(details, dialect.documents_field)
+            outcome = RerankOutcome(
+                call=call,
+                ranked=select(call, details),
+                raw=[float(d.raw) for d in details],
+                tokens=sum(int(d.tokens) for d in details),
+                request_id=_request_id(request.scope),
+                model=served_name,
+                elapsed_s=time.perf_counter() - started,
+                body_bytes=len(body),
+            )
+            answer = dialect.answer(parsed, outcome)
+            logger.debug("%s: reranked %d documents in %.1f ms", dialect.name, len(call.texts), outcome.elapsed_s * 1e3)
+            return JSONResponse(answer.model_dump(mode="json", exclude_unset=True))
+
+        rerank.__name__ = f"rerank_{dialect.name.replace('-', '_')}"
+        rerank.__doc__ = f"{dialect.summary}: {dialect.request_model.__doc__}"
+        return rerank
+
+    for dialect in DIALECTS:
+        responses: dict[int | str, dict[str, Any]] = {200: {"model": dialect.response_model, "description": "ranked"}}
+        for status, description in _ERROR_DESCRIPTIONS.items():
+            if status == 401 and secret is None:
+                continue
+            responses[status] = {"model": dialect.error_model, "description": description}
+        app.add_api_route(
+            dialect.path,
+            route(dialect),
+            methods=["POST"],
+            summary=dialect.summary,
+            responses=responses,
+            response_model=None,
         )
 
-    for path in RERANK_PATHS:
-        app.add_api_route(path, rerank, methods=["POST"], include_in_schema=path == "/v1/rerank")
+    app.add_middleware(_Guard, error_shapes={d.path: d.error for d in DIALECTS})
+    app.openapi = lambda: _openapi(  # type: ignore[method-assign]
+        app, accepts_instruction=accepts_instruction, auth=secret is not None, max_documents=max_documents
+    )  # type: ignore[method-assign]
     return app
 
 
-def _check_auth(request: Request, expected: bytes) -> None:
-    """Constant-time comparison of the whole header, so timing reveals nothing about the key."""
-    supplied = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+class ModelCard(BaseModel):
+    id: str
+    object: str
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelCard]
+
+
+# -- request pipeline pieces ---------------------------------------------------------------------------
+def _check_auth(request: Request, secret: SecretStr) -> None:
+    """``Authorization: Bearer <key>``, scheme matched case-insensitively (RFC 7235), key in constant time."""
+    supplied = request.headers.get("authorization", "")
     if not supplied:
         raise ApiError(
-            401,
-            "missing bearer token: send 'Authorization: Bearer <key>'",
-            headers={"WWW-Authenticate": "Bearer"},
+            401, "missing bearer token: send 'Authorization: Bearer <key>'", headers={"WWW-Authenticate": "Bearer"}
         )
-    if not hmac.compare_digest(supplied, expected):
+    scheme, _, token = supplied.strip().partition(" ")
+    expected = secret.get_secret_value().encode()
+    given = token.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
         raise ApiError(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header first, then stream)."""
+    """The body, refused with 413 as soon as it is known to exceed ``limit`` (header first, then stream).
+
+    The connection is not closed on a 413: the server keeps reading and discarding the rest of the body
+    (bounded by the body timeout), so the client reads the answer instead of a connection reset.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -328,51 +306,149 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, f"request body is {size} bytes; this server accepts at most {limit} bytes")
     chunks: list[bytes] = []
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise ApiError(413, f"request body is larger than {limit} bytes, the most this server accepts")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise ApiError(413, f"request body is larger than {limit} bytes, the most this server accepts")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _ClientGone("the client disconnected while sending its body") from None
     return b"".join(chunks)
 
 
-def _decode_json(body: bytes) -> Any:
-    if not body.strip():
-        raise ApiError(400, "the request body is empty; expected a JSON object")
+async def _score_while_connected(request: Request, batcher: MicroBatcher, job: ScoreJob) -> list[Any]:
+    """Wait for the batcher, but stop waiting (and cancel the work) the moment the client disconnects."""
+    scoring = asyncio.ensure_future(batcher.submit(job))
+    gone = asyncio.ensure_future(_disconnected(request.receive))
     try:
-        return json.loads(body)
-    except UnicodeDecodeError as error:
-        raise ApiError(400, f"the request body is not UTF-8 JSON: {error}") from None
-    except json.JSONDecodeError as error:
-        raise ApiError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+        await asyncio.wait({scoring, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not scoring.done():
+            scoring.cancel()
+    if not scoring.done() or scoring.cancelled():
+        raise _ClientGone("the client disconnected while its request was queued or being scored")
+    try:
+        return scoring.result()
+    except BatcherBusyError as error:
+        raise ApiError(429, str(error), headers={"Retry-After": "1"}) from None
+    except BatcherClosedError as error:
+        raise ApiError(503, str(error), headers={"Retry-After": "1"}) from None
+    except (ValueError, TypeError) as error:  # the core refused this input: the client's problem
+        raise ApiError(422, f"the scorer rejected the request: {error}") from None
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return f"a number ({value!r})"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
-def _finite_or_none(value: float) -> float | None:
-    """JSON has no NaN/Infinity; a non-finite score is reported as null rather than crashing the response."""
-    return value if math.isfinite(value) else None
+def _refuse_truncated(details: Sequence[Any], field: str) -> None:
+    for index, detail in enumerate(details):
+        if detail.truncated:
+            raise ApiError(
+                400,
+                f"{field}[{index}] does not fit the model's context together with the query; shorten it, or allow "
+                "truncation (Voyage: truncation=true, TEI: truncate=true)",
+                param=f"{field}[{index}]",
+            )
+
+
+def _request_id(scope: Scope) -> str:
+    return str(scope.get("state", {}).get("request_id", "none"))
+
+
+class _Guard:
+    """Outermost app layer: a request id for every request, and the last word on every error.
+
+    ``ApiError`` becomes the dialect's error body; a vanished client gets one debug line; anything else is
+    logged once with its request id and answered with a JSON 500, keeping the connection open.
+    """
+
+    def __init__(self, app: ASGIApp, *, error_shapes: dict[str, Callable[..., BaseModel]]) -> None:
+        self.app = app
+        self.error_shapes = error_shapes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message).append("X-Request-Id", rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ApiError as error:
+            if not started:
+                await self._error(scope, send_with_id, error.status, error.message, error.param, error.headers)
+        except _ClientGone as gone:
+            logger.debug("request %s: %s; nothing sent", rid, gone)
+        except Exception:
+            logger.exception("request %s (%s %s) failed", rid, scope.get("method"), scope.get("path"))
+            if not started:
+                message = f"internal server error (request id {rid}); the server log has the details"
+                await self._error(scope, send_with_id, 500, message, None, {})
+
+    async def _error(
+        self, scope: Scope, send: Send, status: int, message: str, param: str | None, headers: dict[str, str]
+    ) -> None:
+        shape = self.error_shapes.get(scope.get("path", ""))
+        rid = _request_id(scope)
+        body = shape(status, message, param, rid) if shape else generic_error(status, message, param, rid)
+        response = JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+        await response(scope, _never_receive, send)
+
+
+async def _never_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _openapi(app: FastAPI, *, accepts_instruction: bool, auth: bool, max_documents: int) -> dict[str, Any]:
+    """FastAPI's schema plus each dialect's request body, which the routes parse themselves (bounded)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version="1.0.0", summary=app.summary, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for dialect in DIALECTS:
+        request_schema = dialect.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(request_schema.pop("$defs", {}))
+        request_schema["properties"][dialect.documents_field]["maxItems"] = max_documents
+        if not accepts_instruction:
+            request_schema["properties"].pop("instruction", None)
+        components[dialect.request_model.__name__] = request_schema
+        operation = schema["paths"][dialect.path]["post"]
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{dialect.request_model.__name__}"}}
+            },
+        }
+        if auth:
+            operation["security"] = [{"bearer": []}]
+    components.setdefault(
+        GenericError.__name__, GenericError.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
+    if auth:
+        schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    app.openapi_schema = schema
+    return schema
 
 
 def _scorer_stats(scorer: Any) -> dict[str, Any] | None:
     stats = getattr(scorer, "stats", None)
-    if stats is None:
+    if stats is None or not is_dataclass(stats) or isinstance(stats, type):
         return None
-    if is_dataclass(stats) and not isinstance(stats, type):
-        fields = stats.__dataclass_fields__
-        return {name: getattr(stats, name) for name in fields if isinstance(getattr(stats, name), (int, float))}
-    return None
+    return {
+        name: getattr(stats, name)
+        for name in stats.__dataclass_fields__
+        if isinstance(getattr(stats, name), (int, float))
+    }

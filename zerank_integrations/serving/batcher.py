@@ -11,7 +11,8 @@ grows by itself. The ``max_wait_ms`` gathering window opens only under concurren
 or the previous batch held several): a lone client is scored at once and pays no added latency.
 
 If a combined batch fails, every request in it is retried on its own, so an error reaches only the
-request that caused it, never its neighbours.
+request that caused it, never its neighbours. A request whose client went away is taken out of the queue
+before it costs model time, or has its result dropped if it was already being scored.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 class PairScorer(Protocol):
-    """What the batcher needs from a scorer: raw "Yes" logits for mixed-query pairs, in input order."""
+    """What the batcher needs from a scorer: per-pair details for mixed-query pairs, in input order."""
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, raw: bool = False) -> list[float]: ...
+    def score_pairs_details(self, pairs: Sequence[tuple[str, ...]]) -> list[Any]: ...
+
+    def truncate_texts(self, texts: Sequence[str], max_tokens: int) -> list[str]: ...
 
 
 class BatcherClosedError(RuntimeError):
@@ -41,7 +44,26 @@ class BatcherClosedError(RuntimeError):
 
 
 class BatcherBusyError(RuntimeError):
-    """Too many requests are queued; the caller should retry later (HTTP 503)."""
+    """Too many requests are queued; the caller should retry later (HTTP 429)."""
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One request's work: its query, documents, optional instruction and per-request document cut."""
+
+    query: str
+    documents: list[str]
+    instruction: str | None = None
+    max_tokens_per_doc: int | None = None
+
+    def pairs(self, scorer: PairScorer) -> list[tuple[str, ...]]:
+        """Runs in the model thread, so the tokenizer is never used from two threads at once."""
+        docs = self.documents
+        if self.max_tokens_per_doc is not None:
+            docs = scorer.truncate_texts(docs, self.max_tokens_per_doc)
+        if self.instruction is None:
+            return [(self.query, doc) for doc in docs]
+        return [(self.query, doc, self.instruction) for doc in docs]
 
 
 @dataclass
@@ -50,9 +72,11 @@ class BatcherStats:
 
     requests: int = 0  # requests scored (successfully or not)
     pairs: int = 0  # (query, document) pairs sent to the model
-    batches: int = 0  # score_pairs calls, including per-request retries after a failed batch
+    batches: int = 0  # score_pairs_details calls, including per-request retries after a failed batch
     failed_batches: int = 0  # combined batches that raised and were split into single requests
     failed_requests: int = 0  # requests whose own scoring raised
+    abandoned: int = 0  # requests whose client left before scoring started: no model time spent
+    dropped: int = 0  # requests whose client left while they were being scored: result discarded
     largest_batch_requests: int = 0
     largest_batch_pairs: int = 0
 
@@ -62,17 +86,18 @@ class BatcherStats:
 
 @dataclass
 class _Pending:
-    query: str
-    documents: list[str]
-    future: asyncio.Future[list[float]]
+    job: ScoreJob
+    future: asyncio.Future[list[Any]]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class MicroBatcher:
-    """Gathers concurrent ``submit`` calls for ``max_wait_ms`` and scores them in one ``score_pairs`` call.
+    """Gathers concurrent ``submit`` calls for ``max_wait_ms`` and scores them in one scorer call.
 
     Create it inside the event loop that will call ``submit`` (e.g. an ASGI lifespan), ``start()`` it, and
-    ``await close()`` on shutdown. ``submit`` returns raw logits; converting them is the caller's business.
+    ``await close()`` on shutdown. ``submit`` returns the scorer's per-pair details (``DocumentScore``).
+    Cancelling a ``submit`` (the client went away) takes the request out of the queue; if it is already
+    being scored, its result is dropped.
     """
 
     def __init__(
@@ -108,6 +133,11 @@ class MicroBatcher:
         """Requests waiting for the next batch (not counting the one being scored)."""
         return len(self._queue)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests in the batch the model thread is scoring now."""
+        return len(self._in_flight)
+
     def start(self) -> None:
         """Start the collector task on the running loop and the single model thread."""
         if self._task is not None:
@@ -136,18 +166,25 @@ class MicroBatcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def submit(self, query: str, documents: list[str]) -> list[float]:
-        """Raw logits for ``documents`` against ``query``, in input order, scored with other requests."""
+    async def submit(self, job: ScoreJob) -> list[Any]:
+        """Per-document details for ``job``, in input order, scored together with other requests."""
         if self._closed or self._task is None or self._wakeup is None:
             raise BatcherClosedError("the batcher is not running")
-        if not documents:
+        if not job.documents:
             return []
         if len(self._queue) >= self.max_queued_requests:
             raise BatcherBusyError(f"{len(self._queue)} requests are already queued; retry shortly")
-        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(query, documents, future))
+        pending = _Pending(job, asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
         self._wakeup.set()
-        return await future
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if pending in self._queue:  # not started: take it out, so it costs no model time
+                self._queue.remove(pending)
+                with self._stats_lock:
+                    self.stats.abandoned += 1
+            raise
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -167,13 +204,15 @@ class MicroBatcher:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), remaining)
                     self._wakeup.clear()
+                    if not self._queue:
+                        break
                 batch = self._take_batch()
                 self._last_batch_requests = len(batch)
                 if batch:
                     await self._score(loop, batch)
 
     def _queued_pairs(self) -> int:
-        return sum(len(p.documents) for p in self._queue)
+        return sum(len(p.job.documents) for p in self._queue)
 
     def _take_batch(self) -> list[_Pending]:
         """Oldest requests first, up to ``max_batch_pairs`` pairs (a larger single request goes alone)."""
@@ -181,13 +220,13 @@ class MicroBatcher:
         pairs = 0
         while self._queue:
             pending = self._queue[0]
-            if pending.future.done():  # the client went away (cancelled): skip its work
+            if pending.future.done():  # cancelled between the client leaving and submit() cleaning up
                 self._queue.popleft()
                 continue
-            if batch and pairs + len(pending.documents) > self.max_batch_pairs:
+            if batch and pairs + len(pending.job.documents) > self.max_batch_pairs:
                 break
             batch.append(self._queue.popleft())
-            pairs += len(pending.documents)
+            pairs += len(pending.job.documents)
         return batch
 
     async def _score(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
@@ -200,54 +239,69 @@ class MicroBatcher:
         finally:
             self._in_flight = []
         for pending, result in zip(batch, results, strict=True):
-            if pending.future.done():
+            if pending.future.done():  # the client left while we scored: drop the result quietly
+                with self._stats_lock:
+                    self.stats.dropped += 1
                 continue
             if isinstance(result, BaseException):
                 pending.future.set_exception(result)
             else:
                 pending.future.set_result(result)
 
-    def _score_batch(self, batch: list[_Pending]) -> list[list[float] | BaseException]:
+    def _score_batch(self, batch: list[_Pending]) -> list[list[Any] | BaseException]:
         """Runs in the model thread: one combined call, or one call per request if the combined one fails."""
-        pairs = [(p.query, doc) for p in batch for doc in p.documents]
+        prepared: list[list[tuple[str, ...]] | BaseException] = []
+        for pending in batch:
+            try:
+                prepared.append(pending.job.pairs(self._scorer))
+            except Exception as error:
+                prepared.append(error)
+        ready = [(p, pairs) for p, pairs in zip(batch, prepared, strict=True) if not isinstance(pairs, BaseException)]
+        pairs = [pair for _, job_pairs in ready for pair in job_pairs]  # type: ignore[union-attr]
         with self._stats_lock:
             self.stats.requests += len(batch)
             self.stats.pairs += len(pairs)
             self.stats.batches += 1
             self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
             self.stats.largest_batch_pairs = max(self.stats.largest_batch_pairs, len(pairs))
+            self.stats.failed_requests += len(batch) - len(ready)
+        by_request: dict[int, list[Any] | BaseException] = {}
         try:
-            scores = self._checked(self._scorer.score_pairs(pairs, raw=True), len(pairs))
+            details = self._checked(self._scorer.score_pairs_details(pairs), len(pairs)) if pairs else []
         except Exception as error:
-            if len(batch) == 1:
+            if len(ready) == 1:
                 with self._stats_lock:
                     self.stats.failed_requests += 1
-                return [error]
-            logger.warning("a batch of %d requests failed (%s); scoring them one by one", len(batch), error)
-            with self._stats_lock:
-                self.stats.failed_batches += 1
-            return [self._score_alone(p) for p in batch]
-        out: list[list[float] | BaseException] = []
-        start = 0
-        for pending in batch:
-            out.append(scores[start : start + len(pending.documents)])
-            start += len(pending.documents)
-        return out
+                by_request[id(ready[0][0])] = error
+            else:
+                logger.warning("a batch of %d requests failed (%s); scoring them one by one", len(ready), error)
+                with self._stats_lock:
+                    self.stats.failed_batches += 1
+                for pending, job_pairs in ready:
+                    by_request[id(pending)] = self._score_alone(job_pairs)  # type: ignore[arg-type]
+        else:
+            start = 0
+            for pending, job_pairs in ready:
+                by_request[id(pending)] = details[start : start + len(job_pairs)]  # type: ignore[arg-type]
+                start += len(job_pairs)  # type: ignore[arg-type]
+        return [
+            prep if isinstance(prep, BaseException) else by_request[id(pending)]
+            for pending, prep in zip(batch, prepared, strict=True)
+        ]
 
-    def _score_alone(self, pending: _Pending) -> list[float] | BaseException:
+    def _score_alone(self, pairs: list[tuple[str, ...]]) -> list[Any] | BaseException:
         with self._stats_lock:
             self.stats.batches += 1
         try:
-            pairs = [(pending.query, doc) for doc in pending.documents]
-            return self._checked(self._scorer.score_pairs(pairs, raw=True), len(pairs))
+            return self._checked(self._scorer.score_pairs_details(pairs), len(pairs))
         except Exception as error:
             with self._stats_lock:
                 self.stats.failed_requests += 1
             return error
 
     @staticmethod
-    def _checked(scores: Any, expected: int) -> list[float]:
-        scores = [float(s) for s in scores]
-        if len(scores) != expected:
-            raise RuntimeError(f"the scorer returned {len(scores)} scores for {expected} pairs")
-        return scores
+    def _checked(details: Any, expected: int) -> list[Any]:
+        details = list(details)
+        if len(details) != expected:
+            raise RuntimeError(f"the scorer returned {len(details)} scores for {expected} pairs")
+        return details

@@ -1,34 +1,32 @@
-"""``RemoteScorer``: the ``ZerankScorer`` interface over any ``/v1/rerank`` endpoint.
+"""``RemoteScorer``: the local scorer's interface over any rerank API, in that API's own dialect.
 
-The adapters only need ``score``/``rank``/``ascore``/``arank`` and ``model_name``, so a remote scorer makes
-``ZerankRerank(scorer=RemoteScorer(...))`` work unchanged against our own server, a vLLM/SGLang/infinity
-replica pool behind a load balancer, or ZeroEntropy's hosted API (``path="/v1/models/rerank"``).
+The adapters only need ``score``/``rank``/``ascore``/``arank`` and ``model_name``, so
+``ZerankRerank(scorer=RemoteScorer(...))`` works unchanged against our own server, a vLLM or TEI replica
+pool, or a hosted API (ZeroEntropy, Cohere, Voyage, Jina, Mixedbread).
 
-Scores always come back in input order (the client asks for every result and re-sorts locally, so ranking
-ties break exactly as ``ZerankScorer.rank`` breaks them). What ``relevance_score`` means depends on the
-server, hence ``score_transform``:
+Each dialect is one :class:`ClientDialect`: its path, how a request body is built, how the answer is read
+back into input order, and what its score is: a probability (hosted APIs, our server) or the reranker
+family's raw score (vLLM with its activation off, TEI with ``raw_scores``), which the family's calibration
+turns into a probability. Large candidate lists are split to respect each provider's document limit and
+stitched back in order; ``ascore`` sends the parts concurrently.
 
-- ``"none"``: the server returns zerank probabilities (our server, ZeroEntropy's API). Raw logits come from
-  our server's ``raw_score`` extension; other servers cannot answer ``raw=True``.
-- ``"sigmoid_div5"``: the server returns the raw "Yes" logit (vLLM serving zerank-2 as a one-label
-  ``Qwen3ForSequenceClassification`` with its activation off); probability = sigmoid(logit / 5) here.
-- ``"resigmoid_div5"``: the server returns sigmoid(logit) (vLLM's default activation for one label); the
-  logit is recovered as log(p / (1 - p)) and rescaled. Lossy once sigmoid(logit) rounds to 0 or 1.
-
-Retries: 429 and 5xx responses and transport errors (refused connection, reset, timeout) are retried with
-exponential backoff and jitter, honouring ``Retry-After``; other 4xx are the caller's mistake and raise
-at once.
-The API key is a ``SecretStr``: it never appears in ``repr``, logs or error messages.
+One retry conversation serves sync and async alike (:meth:`RemoteScorer._exchange` yields "send this" and
+"sleep this long"; two small runners carry them out with httpx or asyncio): 429, 5xx and transport errors
+are retried with exponential backoff and jitter, honouring ``Retry-After``; other 4xx raise at once.
+API keys are ``SecretStr``, read from each provider's usual environment variable when not given; they
+never appear in ``repr``, logs or error messages.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
@@ -38,15 +36,14 @@ from zerank_integrations.base import (
     DEFAULT_MODEL,
     rank_scores,
     validate_documents,
+    validate_instruction,
     validate_query,
     validate_top_n,
 )
-from zerank_integrations.families import get_family
+from zerank_integrations.families import FAMILY_NAMES, get_family
 
-ScoreTransform = Literal["none", "sigmoid_div5", "resigmoid_div5"]
-_TRANSFORMS: tuple[str, ...] = ("none", "sigmoid_div5", "resigmoid_div5")
-_ZERANK = get_family("zerank").calibration
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DialectName = Literal["cohere", "voyage", "jina", "tei", "mixedbread", "zeroentropy", "vllm"]
 
 
 class RemoteRerankError(RuntimeError):
@@ -58,115 +55,341 @@ class RemoteRerankError(RuntimeError):
 
 
 class RawScoresUnavailableError(RemoteRerankError):
-    """``raw=True`` was asked of an endpoint that only returns probabilities."""
+    """``raw=True`` (or probabilities from a raw-score dialect) needs a calibration nobody gave."""
 
 
-def _logit(p: float) -> float:
-    if math.isnan(p):
+# -- dialects -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Scored:
+    """One result read back from an answer: its document index, the dialect's score, our raw extension."""
+
+    index: int
+    score: float
+    raw: float | None = None
+
+
+@dataclass(frozen=True)
+class ClientDialect:
+    """One provider's wire format, as the client speaks it."""
+
+    name: str
+    path: str
+    scores: Literal["probability", "raw"]
+    build: Callable[[str, str, list[str], str | None], dict[str, Any]]  # (model, query, documents, instruction)
+    results: Callable[[Any], list[Any]]  # the list of result objects in an answer
+    score_field: str
+    key_env: str | None
+    max_documents: int | None
+    base_url: str | None = None
+    takes_instruction: bool = False
+
+
+def _with_instruction(body: dict[str, Any], instruction: str | None) -> dict[str, Any]:
+    return body if instruction is None else {**body, "instruction": instruction}
+
+
+def _field(name: str) -> Callable[[Any], list[Any]]:
+    def results(body: Any) -> list[Any]:
+        value = body.get(name) if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise ValueError(f"no '{name}' list in the answer")
+        return value
+
+    return results
+
+
+def _bare_list(body: Any) -> list[Any]:
+    if not isinstance(body, list):
+        raise ValueError("the answer is not a list")
+    return body
+
+
+CLIENT_DIALECTS: dict[str, ClientDialect] = {
+    dialect.name: dialect
+    for dialect in (
+        ClientDialect(
+            name="cohere",
+            path="/v2/rerank",
+            scores="probability",
+            build=lambda model, query, docs, instruction: {"model": model, "query": query, "documents": docs},
+            results=_field("results"),
+            score_field="relevance_score",
+            key_env="CO_API_KEY",
+            max_documents=1000,
+            base_url="https://api.cohere.com",
+        ),
+        ClientDialect(
+            name="jina",
+            path="/v1/rerank",
+            scores="probability",
+            build=lambda model, query, docs, instruction: {
+                "model": model,
+                "query": query,
+                "documents": docs,
+                "return_documents": False,
+            },
+            results=_field("results"),
+            score_field="relevance_score",
+            key_env="JINA_API_KEY",
+            max_documents=1000,
+            base_url="https://api.jina.ai",
+        ),
+        ClientDialect(
+            name="voyage",
+            path="/v1/rerank",
+            scores="probability",
+            build=lambda model, query, docs, instruction: {
+                "model": model,
+                "query": query,
+                "documents": docs,
+                "truncation": True,
+            },
+            results=_field("data"),
+            score_field="relevance_score",
+            key_env="VOYAGE_API_KEY",
+            max_documents=1000,
+            base_url="https://api.voyageai.com",
+        ),
+        ClientDialect(
+            name="mixedbread",
+            path="/v1/reranking",
+            scores="probability",
+            build=lambda model, query, docs, instruction: {
+                "model": model,
+                "query": query,
+                "input": docs,
+                "return_input": False,
+            },
+            results=_field("data"),
+            score_field="score",
+            key_env="MXBAI_API_KEY",
+            max_documents=1000,
+            base_url="https://api.mixedbread.com",
+        ),
+        ClientDialect(
+            name="zeroentropy",
+            path="/v1/models/rerank",
+            scores="probability",
+            build=lambda model, query, docs, instruction: {"model": model, "query": query, "documents": docs},
+            results=_field("results"),
+            score_field="relevance_score",
+            key_env="ZEROENTROPY_API_KEY",
+            max_documents=1000,
+            base_url="https://api.zeroentropy.dev",
+        ),
+        ClientDialect(
+            name="tei",
+            path="/rerank",
+            scores="raw",
+            build=lambda model, query, docs, instruction: {
+                "query": query,
+                "texts": docs,
+                "raw_scores": True,
+                "truncate": True,
+            },
+            results=_bare_list,
+            score_field="score",
+            key_env=None,
+            max_documents=32,  # TEI's default --max-client-batch-size
+        ),
+        ClientDialect(
+            name="vllm",
+            path="/v1/rerank",
+            scores="raw",
+            build=lambda model, query, docs, instruction: _with_instruction(
+                {"model": model, "query": query, "documents": docs, "use_activation": False}, instruction
+            ),
+            results=_field("results"),
+            score_field="relevance_score",
+            key_env="VLLM_API_KEY",
+            max_documents=None,
+            takes_instruction=True,
+        ),
+    )
+}
+
+
+def _read_results(dialect: ClientDialect, body: Any, n: int, url: str, offset: int) -> list[Scored]:
+    """Scores in input order from one answer, checking that every document came back exactly once."""
+    try:
+        items = dialect.results(body)
+    except ValueError as error:
+        raise RemoteRerankError(
+            f"{url} gave an unusable {dialect.name} answer ({error}): {str(body)[:200]!r}"
+        ) from None
+    found: list[Scored | None] = [None] * n
+    for item in items:
+        index = item.get("index") if isinstance(item, dict) else None
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+            raise RemoteRerankError(f"{url} returned a result with a bad index: {item!r}")
+        if found[index] is not None:
+            raise RemoteRerankError(f"{url} returned index {index} twice")
+        raw = _number(item["raw_score"], url, "raw_score") if "raw_score" in item else None
+        found[index] = Scored(index, _number(item.get(dialect.score_field), url, dialect.score_field), raw)
+    missing = [i for i, value in enumerate(found) if value is None]
+    if missing:
+        raise RemoteRerankError(
+            f"{url} returned {n - len(missing)} results for {n} documents (document {missing[0] + offset} "
+            "missing); does the server apply a default top_n?"
+        )
+    return [value for value in found if value is not None]
+
+
+def _number(value: Any, url: str, field: str) -> float:
+    if value is None:  # our server writes a non-finite score as null
         return math.nan
-    if p <= 0.0:
-        return -math.inf
-    if p >= 1.0:
-        return math.inf
-    return math.log(p) - math.log1p(-p)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RemoteRerankError(f"{url} returned a non-numeric {field}: {value!r}")
+    return float(value)
+
+
+def _family_of(model: str) -> str | None:
+    """The reranker family of a known checkpoint, by hub id or its bare name (``zerank-2``); else ``None``."""
+    for name in FAMILY_NAMES:
+        known = get_family(name).known_hub_ids()
+        if model in known or model in {hub_id.rsplit("/", 1)[-1] for hub_id in known}:
+            return name
+    return None
+
+
+# -- the retry conversation -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Send:
+    request: httpx.Request
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+Conversation = Generator["_Send | _Sleep", "httpx.Response | httpx.TransportError | None", Any]
 
 
 class RemoteScorer:
-    """Scores (query, document) pairs through an HTTP rerank endpoint; thread- and asyncio-safe.
+    """Scores (query, document) pairs through an HTTP rerank API; thread- and asyncio-safe.
 
     Args:
-        base_url: e.g. ``"http://127.0.0.1:8000"`` or ``"https://api.zeroentropy.dev"``.
-        path: the rerank route: ``/v1/rerank`` (ours, vLLM, Cohere-style) or ``/v1/models/rerank``.
-        model: sent as ``"model"`` and reported as ``model_name``; vLLM requires the served name.
-        api_key: sent as ``Authorization: Bearer ...``; held as a ``SecretStr``.
+        base_url: e.g. ``"http://127.0.0.1:8000"``; ``None`` uses the hosted API of ``dialect``.
+        dialect: ``cohere`` (default, ``/v2/rerank``), ``voyage``, ``jina``, ``tei``, ``mixedbread``,
+            ``zeroentropy`` (the hosted API) or ``vllm``.
+        model: sent as ``"model"``; the name vLLM serves, or the provider's model id.
+        family: the reranker family behind the endpoint (``zerank``, ``qwen3-reranker``, ...), whose
+            calibration turns raw scores into probabilities (vLLM, TEI) or back (``raw=True``). ``None``:
+            looked up from ``model`` when it is a known hub id.
+        api_key: sent as ``Authorization: Bearer ...``; default: the dialect's environment variable
+            (``CO_API_KEY``, ``VOYAGE_API_KEY``, ``JINA_API_KEY``, ``MXBAI_API_KEY``, ``ZEROENTROPY_API_KEY``,
+            ``VLLM_API_KEY``). Held as a ``SecretStr``.
+        path: override the dialect's route.
         timeout: seconds per HTTP attempt.
         max_retries: extra attempts after a 429/5xx/transport error (0 disables retrying).
         backoff_base_s / backoff_max_s: delay before retry k is ``base * 2**k`` (with jitter), capped.
-        score_transform: what the server's ``relevance_score`` is (see the module docstring).
-        extra_body: merged into every request body, e.g. ``{"use_activation": False}`` for vLLM.
-        max_documents_per_request: longer document lists are split into several requests (sent
-            concurrently by the async methods) and stitched back in order; ``None`` never splits.
+        extra_body: merged into every request body.
+        max_documents_per_request: longer lists are split; default: the provider's limit; ``None``: never.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
         *,
-        path: str = "/v1/rerank",
+        dialect: DialectName = "cohere",
         model: str = DEFAULT_MODEL,
+        family: str | None = None,
         api_key: str | SecretStr | None = None,
+        path: str | None = None,
         timeout: float = 60.0,
         max_retries: int = 3,
         backoff_base_s: float = 0.25,
         backoff_max_s: float = 8.0,
-        score_transform: ScoreTransform = "none",
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
-        max_documents_per_request: int | None = 1000,
+        max_documents_per_request: int | Literal["auto"] | None = "auto",
     ) -> None:
+        if dialect not in CLIENT_DIALECTS:
+            raise ValueError(f"dialect must be one of {sorted(CLIENT_DIALECTS)}, got {dialect!r}")
+        spec = CLIENT_DIALECTS[dialect]
+        base_url = base_url if base_url is not None else spec.base_url
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
-        if score_transform not in _TRANSFORMS:
-            raise ValueError(f"score_transform must be one of {_TRANSFORMS}, got {score_transform!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if max_documents_per_request == "auto":
+            max_documents_per_request = spec.max_documents
         if max_documents_per_request is not None and max_documents_per_request < 1:
             raise ValueError(f"max_documents_per_request must be >= 1 or None, got {max_documents_per_request}")
-        self.url = base_url.rstrip("/") + "/" + path.lstrip("/")
+        self.dialect = spec
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/" + (path or spec.path).lstrip("/")
         self._model = model
-        self.api_key = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
+        self.family = family if family is not None else _family_of(model)
+        self._calibration = get_family(self.family).calibration if self.family is not None else None
+        if spec.scores == "raw" and self._calibration is None:
+            raise ValueError(
+                f"the {dialect} dialect returns raw scores; pass family= (the reranker family the server runs) "
+                "so they can be turned into probabilities"
+            )
+        env_key = os.environ.get(spec.key_env) if spec.key_env and api_key is None else None
+        key = api_key if api_key is not None else env_key or None
+        self.api_key = key if isinstance(key, SecretStr) or key is None else SecretStr(key)
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
-        self.score_transform: ScoreTransform = score_transform
         self.extra_body = dict(extra_body or {})
         self.max_documents_per_request = max_documents_per_request
         self._headers = {"Accept": "application/json", **dict(headers or {})}
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
         self._async_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+        self._served_model: str | None = None
         self.requests_sent = 0  # HTTP attempts, retries included
         self.retries = 0
 
     # -- the Reranker interface ---------------------------------------------------------------------------
-
     @property
     def model_name(self) -> str:
-        return self._model
+        """The model that actually answers: learned from the server (an answer's ``model``, ``/health``,
+        ``/v1/models``, TEI's ``/info``) on first use, else the configured ``model``."""
+        if self._served_model is None:
+            self._served_model = self._ask_model() or ""
+        return self._served_model or self._model
 
-    def score(self, query: str, documents: Sequence[str], *, raw: bool = False) -> list[float]:
-        """Probabilities in [0, 1] in input order (or raw "Yes" logits when the server can give them)."""
-        query, docs = validate_query(query), validate_documents(documents)
-        scores: list[float] = []
-        for start, chunk in self._chunks(docs):
-            body = self._post(self._payload(query, chunk))
-            scores.extend(self._scores_from(body, len(chunk), raw=raw, offset=start))
-        return scores
+    @property
+    def accepts_instruction(self) -> bool:
+        return self.dialect.takes_instruction
 
-    def rank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
+    def score(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None, raw: bool = False
+    ) -> list[float]:
+        """Probabilities in [0, 1] in input order (``raw=True``: the family's raw scores)."""
+        parts = self._parts(query, documents, instruction)
+        answers = [self._run(self._exchange(body)) for _, _, body in parts]
+        return self._scores(parts, answers, raw=raw)
+
+    def rank(
+        self, query: str, documents: Sequence[str], top_n: int | None = None, *, instruction: str | None = None
+    ) -> list[tuple[int, float]]:
         """(index, probability) best first; ties keep input order, exactly like ``ZerankScorer.rank``."""
         top_n = validate_top_n(top_n)
-        return rank_scores(self.score(query, documents), top_n)
+        return rank_scores(self.score(query, documents, instruction=instruction), top_n)
 
-    async def ascore(self, query: str, documents: Sequence[str], *, raw: bool = False) -> list[float]:
+    async def ascore(
+        self, query: str, documents: Sequence[str], *, instruction: str | None = None, raw: bool = False
+    ) -> list[float]:
         """``score`` without blocking the event loop; split requests run concurrently."""
-        query, docs = validate_query(query), validate_documents(documents)
-        chunks = list(self._chunks(docs))
-        bodies = await asyncio.gather(*(self._apost(self._payload(query, chunk)) for _, chunk in chunks))
-        scores: list[float] = []
-        for (start, chunk), body in zip(chunks, bodies, strict=True):
-            scores.extend(self._scores_from(body, len(chunk), raw=raw, offset=start))
-        return scores
+        parts = self._parts(query, documents, instruction)
+        answers = await asyncio.gather(*(self._arun(self._exchange(body)) for _, _, body in parts))
+        return self._scores(parts, list(answers), raw=raw)
 
-    async def arank(self, query: str, documents: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
+    async def arank(
+        self, query: str, documents: Sequence[str], top_n: int | None = None, *, instruction: str | None = None
+    ) -> list[tuple[int, float]]:
         top_n = validate_top_n(top_n)
-        return rank_scores(await self.ascore(query, documents), top_n)
+        return rank_scores(await self.ascore(query, documents, instruction=instruction), top_n)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-
     def close(self) -> None:
         """Close the sync connection pool (async pools close with ``aclose``)."""
         with self._lock:
@@ -198,27 +421,123 @@ class RemoteScorer:
     def __repr__(self) -> str:
         key = "SecretStr('**********')" if self.api_key is not None else "None"
         return (
-            f"RemoteScorer(url={self.url!r}, model={self._model!r}, api_key={key}, "
-            f"score_transform={self.score_transform!r}, max_retries={self.max_retries})"
+            f"RemoteScorer(url={self.url!r}, dialect={self.dialect.name!r}, model={self._model!r}, "
+            f"family={self.family!r}, api_key={key}, max_retries={self.max_retries})"
         )
 
-    # -- HTTP ---------------------------------------------------------------------------------------------
+    # -- requests and answers -----------------------------------------------------------------------------
+    def _parts(
+        self, query: str, documents: Sequence[str], instruction: str | None
+    ) -> list[tuple[int, int, dict[str, Any]]]:
+        """(offset, count, body) per request; validated locally first, exactly like the local scorer."""
+        query, docs = validate_query(query), validate_documents(documents)
+        instruction = validate_instruction(instruction)
+        if instruction is not None and not self.dialect.takes_instruction:
+            raise ValueError(f"the {self.dialect.name} dialect has no instruction field; leave instruction out")
+        size = self.max_documents_per_request or max(len(docs), 1)
+        parts = []
+        for start in range(0, len(docs), size):
+            chunk = docs[start : start + size]
+            body = {**self.extra_body, **self.dialect.build(self._model, query, chunk, instruction)}
+            parts.append((start, len(chunk), body))
+        return parts
 
-    def _chunks(self, docs: list[str]) -> list[tuple[int, list[str]]]:
-        if not docs:
-            return []
-        size = self.max_documents_per_request or len(docs)
-        return [(start, docs[start : start + size]) for start in range(0, len(docs), size)]
+    def _scores(self, parts: list[tuple[int, int, dict[str, Any]]], answers: list[Any], *, raw: bool) -> list[float]:
+        scored: list[Scored] = []
+        for (offset, count, _), answer in zip(parts, answers, strict=True):
+            if isinstance(answer, dict) and isinstance(answer.get("model"), str) and not self._served_model:
+                self._served_model = answer["model"]
+            scored.extend(_read_results(self.dialect, answer, count, self.url, offset))
+        if self.dialect.scores == "raw":
+            raws = [s.score for s in scored]
+            return raws if raw else [self._calibration.probability(x) for x in raws]
+        if not raw:
+            return [s.score for s in scored]
+        if all(s.raw is not None for s in scored):
+            return [float(s.raw) for s in scored]  # type: ignore[arg-type]
+        if self._calibration is None:
+            raise RawScoresUnavailableError(
+                f"raw=True needs raw scores, but {self.url} returned only probabilities and the reranker family "
+                "is unknown; pass family= to invert the family's calibration"
+            )
+        return [self._calibration.raw(s.score) for s in scored]
 
-    def _payload(self, query: str, documents: list[str]) -> dict[str, Any]:
-        # No top_n: every result comes back, so scores can be returned in input order.
-        return {
-            **self.extra_body,
-            "model": self._model,
-            "query": query,
-            "documents": documents,
-            "return_documents": False,
-        }
+    def _exchange(self, body: dict[str, Any]) -> Conversation:
+        """One request with retries, as a conversation: yields what to do, receives what happened."""
+        request = httpx.Request("POST", self.url, json=body, headers=self._request_headers())
+        for attempt in range(self.max_retries + 1):
+            self._count(attempt)
+            outcome = yield _Send(request)
+            last = attempt == self.max_retries
+            if isinstance(outcome, httpx.TransportError):
+                if last:
+                    raise RemoteRerankError(
+                        f"could not get an answer from {self.url} after {attempt + 1} attempt(s): "
+                        f"{type(outcome).__name__}: {outcome}"
+                    ) from outcome
+                yield _Sleep(self._delay(attempt, None))
+                continue
+            assert isinstance(outcome, httpx.Response)
+            if outcome.status_code in RETRY_STATUSES and not last:
+                yield _Sleep(self._delay(attempt, outcome.headers.get("retry-after")))
+                continue
+            return self._json(outcome, attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _run(self, conversation: Conversation) -> Any:
+        """Carry out a conversation with the sync httpx client and ``time.sleep``."""
+        client = self._sync_client()
+        step = next(conversation)
+        while True:
+            if isinstance(step, _Sleep):
+                time.sleep(step.seconds)
+                result: Any = None
+            else:
+                try:
+                    result = client.send(step.request)
+                    result.read()
+                except httpx.TransportError as error:
+                    result = error
+            try:
+                step = conversation.send(result)
+            except StopIteration as done:
+                return done.value
+
+    async def _arun(self, conversation: Conversation) -> Any:
+        """Carry out a conversation with this loop's async httpx client and ``asyncio.sleep``."""
+        client = self._async_client()
+        step = next(conversation)
+        while True:
+            if isinstance(step, _Sleep):
+                await asyncio.sleep(step.seconds)
+                result: Any = None
+            else:
+                try:
+                    result = await client.send(step.request)
+                    await result.aread()
+                except httpx.TransportError as error:
+                    result = error
+            try:
+                step = conversation.send(result)
+            except StopIteration as done:
+                return done.value
+
+    def _ask_model(self) -> str | None:
+        """Ask the server which model it runs: ``/health`` (ours), ``/v1/models`` (vLLM), ``/info`` (TEI)."""
+        probes = (("/health", "model"), ("/v1/models", "data"), ("/info", "model_id"))
+        client = self._sync_client()
+        for path, key in probes:
+            try:
+                response = client.get(self.base_url + path, headers=self._request_headers(), timeout=5.0)
+                body = response.json() if response.status_code == 200 else None
+            except (httpx.HTTPError, ValueError):
+                continue
+            value = body.get(key) if isinstance(body, dict) else None
+            if key == "data" and isinstance(value, list) and value and isinstance(value[0], dict):
+                value = value[0].get("id")
+            if isinstance(value, str) and value:
+                return value
+        return None
 
     def _request_headers(self) -> dict[str, str]:
         headers = dict(self._headers)
@@ -250,44 +569,6 @@ class RemoteScorer:
             if attempt:
                 self.retries += 1
 
-    def _post(self, payload: dict[str, Any]) -> Any:
-        client = self._sync_client()
-        attempt = 0
-        while True:
-            self._count(attempt)
-            try:
-                response = client.post(self.url, json=payload, headers=self._request_headers())
-            except httpx.TransportError as error:
-                if attempt >= self.max_retries:
-                    raise self._unreachable(error, attempt) from error
-                time.sleep(self._delay(attempt, None))
-                attempt += 1
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                time.sleep(self._delay(attempt, response.headers.get("retry-after")))
-                attempt += 1
-                continue
-            return self._json(response, attempt)
-
-    async def _apost(self, payload: dict[str, Any]) -> Any:
-        client = self._async_client()
-        attempt = 0
-        while True:
-            self._count(attempt)
-            try:
-                response = await client.post(self.url, json=payload, headers=self._request_headers())
-            except httpx.TransportError as error:
-                if attempt >= self.max_retries:
-                    raise self._unreachable(error, attempt) from error
-                await asyncio.sleep(self._delay(attempt, None))
-                attempt += 1
-                continue
-            if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                await asyncio.sleep(self._delay(attempt, response.headers.get("retry-after")))
-                attempt += 1
-                continue
-            return self._json(response, attempt)
-
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         """Exponential backoff with jitter in [50%, 100%]; a server's Retry-After (seconds) wins, capped."""
         if retry_after is not None:
@@ -297,11 +578,6 @@ class RemoteScorer:
                 pass  # an HTTP-date: fall back to our own schedule
         delay = min(self.backoff_base_s * (2**attempt), self.backoff_max_s)
         return delay * (0.5 + random.random() / 2)
-
-    def _unreachable(self, error: httpx.TransportError, attempt: int) -> RemoteRerankError:
-        return RemoteRerankError(
-            f"could not get an answer from {self.url} after {attempt + 1} attempt(s): {type(error).__name__}: {error}"
-        )
 
     def _json(self, response: httpx.Response, attempt: int) -> Any:
         if response.status_code >= 400:
@@ -319,57 +595,9 @@ class RemoteScorer:
                 status_code=response.status_code,
             ) from None
 
-    # -- response -> scores -------------------------------------------------------------------------------
-
-    def _scores_from(self, body: Any, n: int, *, raw: bool, offset: int) -> list[float]:
-        """Scores in input order from a rerank response, checking that every document came back once."""
-        results = body.get("results") if isinstance(body, dict) else None
-        if not isinstance(results, list):
-            raise RemoteRerankError(f"{self.url} returned no 'results' list: {str(body)[:200]!r}")
-        relevance: list[float | None] = [None] * n
-        raw_scores: list[float | None] = [None] * n
-        for item in results:
-            index = item.get("index") if isinstance(item, dict) else None
-            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
-                raise RemoteRerankError(f"{self.url} returned a result with a bad index: {item!r}")
-            if relevance[index] is not None:
-                raise RemoteRerankError(f"{self.url} returned index {index} twice")
-            relevance[index] = _number(item.get("relevance_score"), self.url, "relevance_score")
-            if "raw_score" in item:
-                raw_scores[index] = _number(item.get("raw_score"), self.url, "raw_score")
-        missing = [i for i, value in enumerate(relevance) if value is None]
-        if missing:
-            raise RemoteRerankError(
-                f"{self.url} returned {n - len(missing)} results for {n} documents (document "
-                f"{missing[0] + offset} missing); does the server apply a default top_n?"
-            )
-        values = [float(v) for v in relevance if v is not None]
-        if self.score_transform == "sigmoid_div5":
-            return values if raw else [_ZERANK.probability(v) for v in values]
-        if self.score_transform == "resigmoid_div5":
-            logits = [_logit(v) for v in values]
-            return logits if raw else [_ZERANK.probability(v) for v in logits]
-        if not raw:
-            return values
-        if any(v is None for v in raw_scores):
-            raise RawScoresUnavailableError(
-                f"raw=True needs raw logits, but {self.url} returned only probabilities (no 'raw_score' "
-                "in its results). zerank's own server returns them; for vLLM, serve the model with its "
-                "activation off and use score_transform='sigmoid_div5' (see docs/serving.md)."
-            )
-        return [float(v) for v in raw_scores if v is not None]
-
-
-def _number(value: Any, url: str, field: str) -> float:
-    if value is None:  # our server writes a non-finite score as null
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RemoteRerankError(f"{url} returned a non-numeric {field}: {value!r}")
-    return float(value)
-
 
 def _error_message(response: httpx.Response) -> str:
-    """The server's own words: ``error.message`` (ours, vLLM, OpenAI), ``message`` (Cohere), ``detail``."""
+    """The server's own words, whatever the dialect: ``error.message``, ``message``, ``detail``, ``error``."""
     try:
         body = response.json()
     except ValueError:

@@ -1,88 +1,124 @@
-"""Helpers for serving zerank-2 on vLLM (or any engine that serves ``*ForSequenceClassification`` rerankers).
+"""Helpers for serving a reranker family on vLLM (or any engine that serves ``*ForSequenceClassification``).
 
-zerank-2 is a ``Qwen3ForCausalLM`` whose score is the "Yes" logit at the last prompt position. That equals a
-one-label ``Qwen3ForSequenceClassification`` whose classifier row is the LM head's "Yes" row, pooled at the
-last token, so an engine's reranker path can serve it unchanged, if it (1) builds exactly zerank's prompt and
-(2) returns the logit untouched. This module provides the pieces for both, and is checked against the scoring
-core in ``tests/test_serving.py`` with transformers (vLLM itself cannot run on the machines we test on):
+A causal-LM reranker (zerank, Qwen3-Reranker, mxbai-rerank-v2) scores with one or two rows of its LM head at
+the last prompt position. That equals a one-label ``*ForSequenceClassification`` whose classifier row is that
+row (or the difference of the two), so an engine's reranker path can serve it unchanged, if it (1) builds
+exactly the family's prompt and (2) returns the score untouched. The pieces for both, per family:
 
-- ``VLLM_HF_OVERRIDES``: load the original checkpoint as that classifier at start-up (``--hf-overrides``);
+- ``hf_overrides(family)``: the ``--hf-overrides`` that load the original checkpoint as that classifier
+  (the family's ``vllm_hf_overrides``; vLLM reads ``classifier_from_token`` and ``method``);
 - ``export_sequence_classifier``: or write a converted checkpoint once, which needs no overrides;
-- ``score_template``: the Jinja score template (``--chat-template``), cut from the model's chat template;
-- ``vllm_remote_scorer``: a ``RemoteScorer`` that asks for raw logits and applies sigmoid(logit / 5) itself.
+- ``score_template``: the Jinja score template (``--chat-template``) that renders the family's prompt from
+  vLLM's ``query``/``document`` messages and an optional per-request ``instruction``.
 
-See docs/serving.md for the full recipe and what could not be verified here.
+Sequence-classifier families (cross-encoder) are served by vLLM natively and need none of this. The client
+side is ``RemoteScorer(url, dialect="vllm", model=..., family=...)``. Tested against the scoring core with
+transformers in ``tests/test_serving.py`` (vLLM itself cannot run on the machines we test on).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
+from zerank_integrations.families import get_family
+from zerank_integrations.families.base import ClassifierLogit, LogitDifference, RerankerFamily, TokenLogit
 from zerank_integrations.serving.client import RemoteScorer
 
-YES_TOKEN = "Yes"
-
-# One token and no post-processing: the classifier row *is* the "Yes" row of the LM head. (Qwen3-Reranker's
-# ``is_original_qwen3_reranker`` recipe does not apply: it needs a ("no", "yes") pair and scores yes - no.)
-VLLM_HF_OVERRIDES: dict[str, Any] = {
-    "architectures": ["Qwen3ForSequenceClassification"],
-    "classifier_from_token": [YES_TOKEN],
-    "method": "no_post_processing",
-}
-
-_QUERY = "\ue000zerank-query\ue001"
-_DOCUMENT = "\ue002zerank-document\ue003"
+TEMPLATE_FILE = "score_template.jinja"
+_QUERY = "\ue000query\ue001"
+_DOCUMENT = "\ue002document\ue003"
+_INSTRUCTION = "\ue004instruction\ue005"
+_SLOTS = re.compile(f"({re.escape(_QUERY)}|{re.escape(_DOCUMENT)}|{re.escape(_INSTRUCTION)})")
 
 
-def score_template(tokenizer: Any) -> str:
-    """A vLLM score template that renders exactly ``chat_template([system: query, user: document])`` + prompt.
+def hf_overrides(family: str) -> dict[str, Any] | None:
+    """The ``vllm serve --hf-overrides`` JSON for the family's original checkpoints (``None``: served natively)."""
+    overrides = get_family(family).vllm_hf_overrides
+    return None if overrides is None else dict(overrides)
 
-    vLLM renders score templates with ``messages = [{"role": "query", ...}, {"role": "document", ...}]``;
-    the literal text around the two slots is cut out of the model's own chat template, so the template
-    stays right if a checkpoint's chat template differs from Qwen3's.
+
+def score_template(tokenizer: Any, family: str = "zerank") -> str:
+    """A vLLM score template rendering exactly the family's prompt for ``tokenizer``.
+
+    vLLM renders score templates with ``messages = [{"role": "query", ...}, {"role": "document", ...}]``
+    and a request's ``instruction`` as a template variable. The literal text around the slots comes from the
+    core's own rendering of the family's prompt (cut from the checkpoint's chat template where the family
+    uses one), so the template follows the checkpoint. Without an instruction the prompt is the family's
+    plain one (with its default instruction, if it has one).
     """
-    from zerank_integrations.scoring.prompts import render_chat
+    from zerank_integrations.scoring.prompts import Piece, PromptTemplate, Tokens
 
-    text = render_chat(tokenizer, ("system", "user"), _QUERY, _DOCUMENT)
-    if text.count(_QUERY) != 1 or text.count(_DOCUMENT) != 1:
-        raise ValueError("the chat template does not place the system and user messages verbatim")
-    head, rest = text.split(_QUERY)
-    middle, tail = rest.split(_DOCUMENT)
-    return (
-        "{#- zerank score template for vLLM (generated by zerank_integrations.serving.vllm.score_template):\n"
-        "    system turn = query, user turn = document, then the assistant prompt whose next-token\n"
-        '    "Yes" logit is the score. Strip query and document first: zerank\'s own scorer does. -#}\n'
-        '{%- set query = messages | selectattr("role", "eq", "query") | map(attribute="content") | list -%}\n'
-        '{%- set document = messages | selectattr("role", "eq", "document")'
-        ' | map(attribute="content") | list -%}\n'
-        f"{{{{- {json.dumps(head)} + (query[0] if query else '') + {json.dumps(middle)} -}}}}\n"
-        f"{{{{- (document[0] if document else '') + {json.dumps(tail)} -}}}}\n"
-    )
+    spec = get_family(family)
+    if spec.prompt.pieces == "tokenizer_pair":
+        raise ValueError(f"the {family} family is a sequence classifier: vLLM serves it natively, no score template")
+    template = PromptTemplate(spec, Piece(()), Piece(()), Piece(()))  # only its text rendering is used
+    tokens = Tokens(tokenizer)
+    plain = template.reference_text(tokens, _QUERY, _DOCUMENT, None)
+    assert plain is not None
+    for slot in (_QUERY, _DOCUMENT):
+        if plain.count(slot) != 1:
+            raise ValueError(f"the {family} prompt does not place the query and document verbatim")
+    lines = [
+        f"{{#- {family} score template for vLLM, generated by zerank_integrations.serving.vllm.score_template "
+        f"from the checkpoint's tokenizer. -#}}",
+        '{%- set query = messages | selectattr("role", "eq", "query") | map(attribute="content") | first '
+        '| default("") -%}',
+        '{%- set document = messages | selectattr("role", "eq", "document") | map(attribute="content") | first '
+        '| default("") -%}',
+    ]
+    if spec.accepts_instruction:
+        instructed = template.reference_text(tokens, _QUERY, _DOCUMENT, _INSTRUCTION)
+        assert instructed is not None
+        lines += [
+            "{%- if instruction is defined and instruction is string and instruction | trim -%}",
+            f"{{{{- {_expression(instructed, spec)} -}}}}",
+            "{%- else -%}",
+            f"{{{{- {_expression(plain, spec)} -}}}}",
+            "{%- endif -%}",
+        ]
+    else:
+        lines.append(f"{{{{- {_expression(plain, spec)} -}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def _expression(text: str, spec: RerankerFamily) -> str:
+    """Jinja concatenation of the literal pieces and the slots (trimmed where the family strips its texts)."""
+    trim = " | trim" if spec.prompt.strip else ""
+    names = {_QUERY: "query", _DOCUMENT: "document", _INSTRUCTION: "instruction"}
+    parts = [f"({names[part]}{trim})" if part in names else json.dumps(part) for part in _SLOTS.split(text) if part]
+    return " + ".join(parts)
 
 
 def export_sequence_classifier(
     model: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
+    family: str = "zerank",
     revision: str | None = None,
     dtype: str = "bfloat16",
     local_files_only: bool = False,
 ) -> Path:
-    """Write ``model`` as a one-label ``Qwen3ForSequenceClassification`` whose output is the "Yes" logit.
+    """Write a causal-LM reranker as a one-label ``*ForSequenceClassification`` whose output is its raw score.
 
-    The transformer body is copied unchanged; ``score.weight`` is the LM head's "Yes" row (the input
-    embedding row when the weights are tied). The tokenizer and ``zerank_score_template.jinja`` are saved, so
-    ``vllm serve OUT_DIR --runner pooling --chat-template OUT_DIR/zerank_score_template.jinja`` needs no
-    overrides. Loads the full model on CPU: about 2x the checkpoint size in RAM.
+    The transformer body is copied unchanged; ``score.weight`` is the family's head as one row: the LM head's
+    row for a one-token family (zerank's "Yes"), or the difference of the two rows for a log-odds family
+    (Qwen3-Reranker's yes - no, mxbai's 1 - 0), which is what vLLM's ``no_post_processing`` and
+    ``from_2_way_softmax`` build at load time. The tokenizer and ``score_template.jinja`` are saved, so
+    ``vllm serve OUT_DIR --runner pooling --chat-template OUT_DIR/score_template.jinja`` needs no overrides.
+    Loads the full model on CPU: about 2x the checkpoint size in RAM.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    spec = get_family(family)
+    if isinstance(spec.head, ClassifierLogit):
+        raise ValueError(f"the {family} family is already a sequence classifier; vLLM serves it as it is")
     if dtype not in ("bfloat16", "float16", "float32"):
         raise ValueError(f"dtype must be 'bfloat16', 'float16' or 'float32', got {dtype!r}")
     torch_dtype = getattr(torch, dtype)
@@ -91,25 +127,34 @@ def export_sequence_classifier(
     kwargs: dict[str, Any] = {"revision": revision, "local_files_only": local_files_only, "trust_remote_code": False}
     tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
     causal = AutoModelForCausalLM.from_pretrained(model, dtype=torch_dtype, use_safetensors=True, **kwargs)
-    yes_id = tokenizer.convert_tokens_to_ids(YES_TOKEN)
-    if not isinstance(yes_id, int) or yes_id == tokenizer.unk_token_id:
-        raise ValueError(f"the tokenizer of {model} has no {YES_TOKEN!r} token")
+    ids = {}
+    for token in spec.head.tokens:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if not isinstance(token_id, int) or token_id == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer of {model} has no {token!r} token")
+        ids[token] = token_id
     config = causal.config.__class__.from_dict(causal.config.to_dict())
     config.architectures = [causal.__class__.__name__.replace("ForCausalLM", "ForSequenceClassification")]
     config.num_labels = 1
-    config.id2label, config.label2id = {0: "relevance_logit"}, {"relevance_logit": 0}
+    config.id2label, config.label2id = {0: "relevance_score"}, {"relevance_score": 0}
     config.tie_word_embeddings = False  # the classifier row is a copy; nothing to tie
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     classifier = AutoModelForSequenceClassification.from_config(config, dtype=torch_dtype)
     classifier.model.load_state_dict(causal.model.state_dict(), strict=True)
+    rows = causal.get_output_embeddings().weight.float()
+    if isinstance(spec.head, TokenLogit):
+        row = rows[ids[spec.head.token]]
+    else:
+        assert isinstance(spec.head, LogitDifference)
+        row = rows[ids[spec.head.true_token]] - rows[ids[spec.head.false_token]]
     with torch.no_grad():
-        classifier.score.weight.copy_(causal.get_output_embeddings().weight[yes_id : yes_id + 1])
+        classifier.score.weight.copy_(row.unsqueeze(0).to(torch_dtype))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     classifier.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / "zerank_score_template.jinja").write_text(score_template(tokenizer), encoding="utf-8")
+    (out / TEMPLATE_FILE).write_text(score_template(tokenizer, family), encoding="utf-8")
     return out
 
 
@@ -117,15 +162,10 @@ def vllm_remote_scorer(
     base_url: str,
     model: str,
     *,
+    family: str = "zerank",
     api_key: str | SecretStr | None = None,
     **options: Any,
 ) -> RemoteScorer:
-    """A ``RemoteScorer`` for vLLM: asks for raw logits (``use_activation: false``), applies sigmoid(x / 5).
-
-    ``model`` must be the served model name. Older vLLM versions call the request field ``activation``;
-    pass ``extra_body={"activation": False}`` there. Check once against a local scorer (docs/serving.md):
-    a server that ignores the field returns sigmoid(logit), which this would misread as a logit.
-    """
-    options.setdefault("extra_body", {"use_activation": False})
-    options.setdefault("score_transform", "sigmoid_div5")
-    return RemoteScorer(base_url, model=model, api_key=api_key, **options)
+    """A ``RemoteScorer`` for vLLM: asks for raw scores (``use_activation: false``) and applies the family's
+    calibration itself. ``model`` must be the served model name."""
+    return RemoteScorer(base_url, dialect="vllm", model=model, family=family, api_key=api_key, **options)
