@@ -186,9 +186,9 @@ def _packed_self_attention(
     varlen = flash_attn_varlen()
     if varlen is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16):
         out, lse, _ = varlen(
-            query[0].transpose(0, 1),  # (T, H, d); flash-attn takes grouped kv heads as they are
-            key[0].transpose(0, 1),
-            value[0].transpose(0, 1),
+            query[0].transpose(0, 1).contiguous(),  # (T, H, d); flash-attn takes grouped kv heads as they are
+            key[0].transpose(0, 1).contiguous(),
+            value[0].transpose(0, 1).contiguous(),
             packed.starts,
             packed.starts,
             packed.longest,
