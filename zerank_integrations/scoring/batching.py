@@ -70,6 +70,7 @@ class CostModel:
         parameters: int,
         weight_bytes: int,
         layers: int,
+        hidden_size: int,
         attention_width: int,
         causal: bool = True,
         packed: bool = False,
@@ -78,13 +79,15 @@ class CostModel:
         ``attention_width`` = heads x head size.
 
         Dense layers cost 2 FLOPs per parameter per token; attention 4 FLOPs per (token, attended position)
-        per unit of attention width per layer (q·k and the weighted sum of v). The fixed part is dispatching
-        every layer's kernels plus reading every weight once.
+        per unit of attention width per layer (q·k and the weighted sum of v). Narrow matrices run further
+        from the device's peak (``speed.flops`` at width ``hidden_size``). The fixed part is dispatching every
+        layer's kernels plus reading every weight once.
         """
+        flops = speed.flops_at(hidden_size)
         return cls(
             call_seconds=speed.call_seconds + layers * speed.layer_seconds + weight_bytes / speed.bytes_per_second,
-            token_seconds=2 * parameters / speed.flops,
-            context_seconds=4 * attention_width * layers / speed.flops,
+            token_seconds=2 * parameters / flops,
+            context_seconds=4 * attention_width * layers / flops,
             causal=causal,
             packed=packed,
         )
@@ -94,19 +97,23 @@ class CostModel:
 class DeviceSpeed:
     """What a device sustains, for :meth:`CostModel.estimate`."""
 
-    flops: float  # dense FLOP/s in the model's dtype
+    flops: float  # dense FLOP/s in the model's dtype, for wide matrices
     call_seconds: float  # per forward pass, whatever the model (input transfer, embedding, final norm)
     layer_seconds: float  # per layer per pass: dispatching its ~25 kernels from Python
-    bytes_per_second: float  # reading weights
+    bytes_per_second: float  # reading weights (small passes are bound by it)
+    half_width: int  # the hidden size at which matmuls reach half of ``flops``
+
+    def flops_at(self, width: int) -> float:
+        return self.flops * width / (width + self.half_width)
 
 
-# CPU: measured on this project's machine (x86_64, fp32; benchmarks/bench_cost_model.py): 37-47 GFLOP/s over
-# five model shapes 64 to 1024 wide, 0.5 ms + 0.3 ms per layer of dispatch. Threads are not counted: a second
-# thread did not speed up the small models, whose plans the fixed cost shapes; for large models the fixed
-# cost is a few tokens either way. CUDA: per streaming multiprocessor (an H100 has 132), bf16/fp16 tensor
-# cores at about 60% of peak; launches 0.1 ms per layer. These are estimates to be checked on a GPU (the
-# GPU command prints the measured figures next to them).
-_CPU = (40e9, 0.5e-3, 0.3e-3, 10e9)
+# CPU: fitted to measured passes of five model shapes, 64 to 1024 wide (benchmarks/bench_cost_model.py, x86_64,
+# fp32, one thread; BENCHMARKS.md): 90 GFLOP/s for wide matrices, half of it at width 80; 0.45 ms + 0.15 ms
+# per layer of dispatch; weights read at 5 GB/s. Threads are not counted: a second thread did not speed up
+# the small models, whose plans the fixed cost shapes. CUDA: per streaming multiprocessor (an H100 has 132),
+# bf16/fp16 tensor cores at about 60% of peak, launches 0.1 ms per layer: estimates to check on a GPU (the
+# GPU command prints measured pass times next to them).
+_CPU = DeviceSpeed(flops=90e9, call_seconds=0.45e-3, layer_seconds=0.15e-3, bytes_per_second=5e9, half_width=80)
 _CUDA_FLOPS_PER_SM = {"half": 2.0e12, "float32": 0.35e12}
 
 
@@ -114,10 +121,11 @@ def device_speed(kind: str, *, half: bool = False, multiprocessors: int = 0) -> 
     """Throughput figures for a device type (``cpu``, ``cuda``, ``mps``, anything else: like cpu)."""
     if kind == "cuda":
         units = max(multiprocessors, 1)
-        return DeviceSpeed(_CUDA_FLOPS_PER_SM["half" if half else "float32"] * units, 0.2e-3, 0.1e-3, 20e9 * units)
+        flops = _CUDA_FLOPS_PER_SM["half" if half else "float32"] * units
+        return DeviceSpeed(flops, 0.2e-3, 0.1e-3, 20e9 * units, half_width=512)
     if kind == "mps":
-        return DeviceSpeed(5e12 if half else 2e12, 0.3e-3, 0.2e-3, 100e9)
-    return DeviceSpeed(*_CPU)
+        return DeviceSpeed(5e12 if half else 2e12, 0.3e-3, 0.2e-3, 100e9, half_width=256)
+    return _CPU
 
 
 DEFAULT_COST = CostModel.in_tokens(64)

@@ -591,6 +591,7 @@ def _cost_model(
         parameters=parameters,
         weight_bytes=parameters * torch.finfo(dtype).bits // 8,
         layers=int(getattr(model_config, "num_hidden_layers", 1) or 1),
+        hidden_size=int(model_config.hidden_size),
         attention_width=heads * int(head_dim),
         causal=causal,
         packed=forward.packed,
