@@ -1,15 +1,27 @@
 """Scoring throughput: ZerankScorer vs sentence-transformers CrossEncoder vs the naive recipe, in one run.
 
 Any family: ``--family`` picks the test checkpoint built on the fly (zerank, qwen3-reranker, mxbai-rerank-v2,
-cross-encoder); sentence-transformers loads the checkpoint the way users load the published models
-(``CrossEncoder(path)``: Transformer + LogitScore, or the sequence classifier).
+cross-encoder) at any shape (``--hidden-size --layers --heads --kv-heads --intermediate``: a random checkpoint
+of a real model's shape times like the real one); sentence-transformers loads the checkpoint the way users
+load the published models (``CrossEncoder(path)``: Transformer + LogitScore, or the sequence classifier).
 
 Each (method, workload) round runs in a fresh subprocess, round-robin across methods, so a noisy machine
 penalises every method alike and peak memory is measured per method. Reported: pairs/s, prompt tokens/s,
-padding efficiency (real tokens / computed token slots) and peak memory, plus speed ratios.
+padding efficiency (real tokens / computed token slots), peak memory, model FLOPs utilisation (the model
+FLOPs a method's algorithm needs per second, over a matmul ceiling measured in the same subprocess), speed
+ratios, and for prefix reuse its speed-up over plain scoring next to the ratio of tokens (and FLOPs) computed.
+
+Methods: ``ours``; ``plain`` (ours with ``prefix_reuse=False``); ``st``; ``naive`` (one pair per forward,
+full vocabulary head); ``prev`` / ``prev-plain``: ours from another source tree (``--prev-src``, e.g. the
+previous release unpacked with ``git archive``), to compare versions side by side in one run.
+
+Workloads: ``short`` / ``long`` (scifact claims; with 300+ tokens of retrieved context), ``gpu`` (documents
+of 300-500 prompt tokens), ``qN`` (queries of exactly N tokens: ``q16,q300,q1000,q2000``).
 
     python benchmarks/bench_scoring.py                       # CPU, small test checkpoint (built on the fly)
-    python benchmarks/bench_scoring.py --model zeroentropy/zerank-2 --device cuda --dtype bfloat16 \
+    python benchmarks/bench_scoring.py --hidden-size 256 --layers 4 --workloads q16,q300,q1000,q2000 \
+        --methods ours,plain,prev,prev-plain,st,naive --prev-src /tmp/prev   # the issue #12 sweep
+    python benchmarks/bench_scoring.py --model zeroentropy/zerank-2-reranker --device cuda --dtype bfloat16 \
         --workloads gpu --methods ours,st                    # the H100 procedure in BENCHMARKS.md
 """
 
@@ -30,7 +42,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SCIFACT = REPO.parent / "shared" / "datasets" / "scifact"
-METHODS = ("ours", "st", "naive")
+METHODS = ("ours", "plain", "prev", "prev-plain", "st", "naive")
+OURS = ("ours", "plain", "prev", "prev-plain")  # ZerankScorer, this tree's or --prev-src's
 
 
 # -- workloads ----------------------------------------------------------------------------------------------
@@ -52,6 +65,17 @@ def build_workload(
         qrels.setdefault(qid, []).append(did)
     rng = random.Random(13)
     groups = []
+    if name.startswith("q") and name[1:].isdigit():  # queries of exactly N tokens: a claim, then context
+        size = int(name[1:])
+        for claim in claims[:queries]:
+            relevant = [corpus[d] for d in qrels.get(claim["_id"], []) if d in corpus]
+            documents = (relevant + [corpus[d] for d in rng.sample(ids, docs_per_query)])[:docs_per_query]
+            text = claim["text"]
+            while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < size:
+                text += "\n\n" + corpus[rng.choice(ids)]
+            query = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:size])
+            groups.append((query, documents))
+        return groups
     if name == "gpu":  # 100 documents of 300-500 prompt tokens per query
         sized = [d for d in ids if 300 <= len(tokenizer(corpus[d])["input_ids"]) + 30 <= 500]
         for claim in claims[:queries]:
@@ -117,11 +141,16 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
     cuda = args.device.startswith("cuda")
     counters = {"real": 0, "computed": 0, "forwards": 0}
 
-    if args.method == "ours":
+    if args.method in OURS:
         from zerank_integrations import ZerankScorer
 
         scorer = ZerankScorer(
-            args.model, device=args.device, dtype=args.dtype, max_length=args.max_length, batch_tokens=args.batch_tokens
+            args.model,
+            device=args.device,
+            dtype=args.dtype,
+            max_length=args.max_length,
+            batch_tokens=args.batch_tokens,
+            prefix_reuse="auto" if args.method in ("ours", "prev") else False,
         )
         assert scorer.family == args.family, f"{args.model} is a {scorer.family} checkpoint, not {args.family}"
         scorer.score(groups[0][0], groups[0][1][:4])
@@ -157,19 +186,65 @@ def run_round(args: argparse.Namespace) -> dict[str, Any]:
         if cuda:
             torch.cuda.synchronize()
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    if args.method == "ours":
+    if args.method in OURS:
         done = scorer.stats - before
         counters = {"real": done.real_tokens, "computed": done.computed_tokens, "forwards": done.forward_passes}
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else rss.peak_mib
-    return {"pairs": pairs, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak, **counters}
+    ceiling = matmul_ceiling(torch, args.device, dtype_of(torch, args))
+    prompt_tokens = prompt_shapes(args, groups)
+    return {
+        "pairs": pairs,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "peak_mib": peak,
+        "ceiling_flops": ceiling,
+        "prompts": prompt_tokens,
+        **counters,
+    }
+
+
+def dtype_of(torch: Any, args: argparse.Namespace) -> Any:
+    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    return dtype or (torch.bfloat16 if args.device.startswith("cuda") else torch.float32)
+
+
+def matmul_ceiling(torch: Any, device: str, dtype: Any) -> float:
+    """Dense FLOP/s of a (1024 x 1024) @ (1024 x 4096) matmul here, now, with these threads: the MFU denominator."""
+    a = torch.randn(1024, 1024, device=device, dtype=dtype)
+    b = torch.randn(1024, 4096, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(4):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 1024 * 1024 * 4096 / best
+
+
+def prompt_shapes(args: argparse.Namespace, groups: list[tuple[str, list[str]]]) -> list[list[int]]:
+    """(query group, shared prefix, rest) token counts of every scored prompt, by the template (for FLOPs)."""
+    from zerank_integrations.scoring.loading import load_model
+
+    loaded = load_model(args.model, device="cpu")
+    template, tokens = loaded.template, loaded.tokens
+    limit = args.max_length or loaded.default_max_length
+    shapes = []
+    for group, (query, docs) in enumerate(groups):
+        q = template.normalize(query, "")[0]
+        segment = template.query_segment(tokens, q, template.effective_instruction(None), limit)
+        for ids in tokens.ids([template.document_text(template.normalize_document(d)) for d in docs]):
+            pair = template.assemble(segment, ids, limit)
+            shapes.append([group, len(pair.prefix), len(pair.continuation)])
+    return shapes
 
 
 def _baseline(args: argparse.Namespace, tokenizer: Any) -> tuple[Any, Any]:
     import torch
 
-    dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    if dtype is None:
-        dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    dtype = dtype_of(torch, args)
     if args.method == "st":
         from sentence_transformers import CrossEncoder
 
@@ -230,8 +305,12 @@ def main() -> int:
         choices=["zerank", "qwen3-reranker", "mxbai-rerank-v2", "cross-encoder"],
         help="reranker family (of the test checkpoint; a --model must be of this family)",
     )
-    parser.add_argument("--hidden-size", type=int, default=64, help="test checkpoint width (64-256)")
-    parser.add_argument("--layers", type=int, default=2, help="test checkpoint depth (2-4)")
+    parser.add_argument("--hidden-size", type=int, default=64, help="test checkpoint width")
+    parser.add_argument("--layers", type=int, default=2, help="test checkpoint depth")
+    parser.add_argument("--heads", type=int, default=4, help="test checkpoint attention heads")
+    parser.add_argument("--kv-heads", type=int, default=2, help="test checkpoint key/value heads (causal families)")
+    parser.add_argument("--intermediate", type=int, default=None, help="test checkpoint MLP width (default 2x)")
+    parser.add_argument("--prev-src", help="source tree of another version of the package, for prev / prev-plain")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--workloads", default="short,long")
@@ -261,7 +340,15 @@ def main() -> int:
 
         folder = Path(tempfile.mkdtemp(prefix="zerank-bench-"))
         args.model = str(
-            build_test_checkpoint(folder, family=args.family, hidden_size=args.hidden_size, num_layers=args.layers)
+            build_test_checkpoint(
+                folder,
+                family=args.family,
+                hidden_size=args.hidden_size,
+                num_layers=args.layers,
+                num_heads=args.heads,
+                num_kv_heads=args.kv_heads,
+                intermediate_size=args.intermediate,
+            )
         )
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     methods = args.methods.split(",")
@@ -283,6 +370,10 @@ def main() -> int:
                     "TOKENIZERS_PARALLELISM": "false",
                     "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
                 }
+                if method.startswith("prev"):
+                    if not args.prev_src:
+                        parser.error(f"method {method} needs --prev-src")
+                    env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.prev_src, env.get("PYTHONPATH")]))
                 done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
                 if done.returncode != 0:
                     print(done.stderr[-3000:], file=sys.stderr)
@@ -299,30 +390,85 @@ def main() -> int:
 
 def report(results: dict[str, dict[str, list[dict[str, Any]]]], args: argparse.Namespace) -> None:
     import torch
+    from transformers import AutoConfig
 
     where = (
         torch.cuda.get_device_name(0)
         if args.device.startswith("cuda")
         else f"CPU, {os.cpu_count()} cores, torch {torch.__version__}"
     )
+    config = AutoConfig.from_pretrained(args.model)
+    parameters, per_pair = model_shape(config)
+    causal = args.family != "cross-encoder"
     print(
-        f"\nmodel: {args.model} ({args.family})  device: {args.device} ({where})  dtype: {args.dtype}  "
-        f"rounds: {args.rounds} (median)\n"
+        f"\nmodel: {args.model} ({args.family}; {parameters / 1e6:.1f}M parameters per token)  device: {args.device} "
+        f"({where})  dtype: {args.dtype}  threads: {args.threads}  rounds: {args.rounds} (median)\n"
     )
-    print("| workload | method | pairs/s | pairs per CPU-s | tokens/s | padding eff. | forwards | peak MiB | ours is |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| workload | method | pairs/s | pairs per CPU-s | tokens/s | padding eff. | forwards | peak MiB | MFU "
+        "| ours is |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    notes = []
     for workload, by_method in results.items():
         rate = {m: statistics.median(r["pairs"] / r["seconds"] for r in runs) for m, runs in by_method.items()}
+        flops = {}
         for method, runs in by_method.items():
             last = runs[-1]
+            shapes = last["prompts"]
+            reused = method in OURS and last["real"] < sum(prefix + rest for _, prefix, rest in shapes)
+            flops[method] = model_flops(shapes, parameters, per_pair, reused, causal)
+            mfu = statistics.median(flops[method] / r["seconds"] / r["ceiling_flops"] for r in runs)
             per_cpu = statistics.median(r["pairs"] / r["cpu_seconds"] for r in runs)
             tokens = statistics.median(r["real"] / r["seconds"] for r in runs)
             ratio = rate["ours"] / rate[method] if "ours" in rate else float("nan")
             efficiency = last["real"] / max(last["computed"], 1)
             print(
                 f"| {workload} | {method} | {rate[method]:.1f} | {per_cpu:.1f} | {tokens:,.0f} | {efficiency:.3f} "
-                f"| {last['forwards']} | {max(r['peak_mib'] for r in runs):,.0f} | {ratio:.2f}x |"
+                f"| {last['forwards']} | {max(r['peak_mib'] for r in runs):,.0f} | {mfu:.1%} | {ratio:.2f}x |"
             )
+        for reuse, plain in (("ours", "plain"), ("prev", "prev-plain")):
+            if reuse in by_method and plain in by_method:
+                speedup = rate[reuse] / rate[plain]
+                token_ratio = by_method[plain][-1]["computed"] / max(by_method[reuse][-1]["computed"], 1)
+                flop_ratio = flops[plain] / flops[reuse]
+                notes.append(
+                    f"{workload}: {reuse} over {plain}: {speedup:.2f}x faster; computes {token_ratio:.2f}x fewer "
+                    f"tokens, {flop_ratio:.2f}x fewer FLOPs: {speedup / token_ratio:.0%} of the token ratio, "
+                    f"{speedup / flop_ratio:.0%} of the FLOP ratio"
+                )
+    if notes:
+        print("\nprefix reuse:\n" + "\n".join(f"- {note}" for note in notes))
+
+
+def model_shape(config: Any) -> tuple[int, int]:
+    """(parameters each token passes through, attention FLOPs per (token, attended position))."""
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(config)
+    embeddings = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
+    parameters = sum(p.numel() for p in model.parameters()) - embeddings
+    heads = int(config.num_attention_heads)
+    width = heads * int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    return parameters, 4 * width * int(config.num_hidden_layers)
+
+
+def model_flops(shapes: list[list[int]], parameters: int, per_pair: int, reused: bool, causal: bool) -> float:
+    """FLOPs a method's algorithm needs for these (group, prefix, rest) prompts: 2 per parameter per token,
+    ``per_pair`` per (token, attended position); with prefix reuse each group's prefix once."""
+    total, seen = 0.0, set()
+    for group, prefix, rest in shapes:
+        if reused:
+            if group not in seen:
+                seen.add(group)
+                total += 2 * parameters * prefix + per_pair * prefix * (prefix + 1) / 2
+            total += 2 * parameters * rest + per_pair * rest * (prefix + (rest + 1) / 2)
+        else:
+            n = prefix + rest
+            total += 2 * parameters * n + per_pair * (n * (n + 1) / 2 if causal else n * n)
+    return total
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """LangChain RAG with zerank reranking: Chroma (k=50) -> ZerankRerank (top 5) -> prompt -> chat model.
 
-    python examples/langchain_rag.py --model zeroentropy/zerank-2 [--query "..."] [--data FOLDER]
+    python examples/langchain_rag.py --model zeroentropy/zerank-2-reranker [--query "..."] [--data FOLDER]
 
 Runs offline: the corpus is the MED collection, embeddings come from the bundled all-MiniLM-L6-v2, the
 vector store is an embedded Chroma in a temporary folder, and the chat model is langchain-core's fake one

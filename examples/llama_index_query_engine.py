@@ -1,6 +1,6 @@
 """LlamaIndex query engine with zerank reranking: Chroma (top 50) -> ZerankRerank (top 5) -> LLM.
 
-    python examples/llama_index_query_engine.py --model zeroentropy/zerank-2 [--query "..."] [--data FOLDER]
+    python examples/llama_index_query_engine.py --model zeroentropy/zerank-2-reranker [--query "..."] [--data FOLDER]
 
 Runs offline: the corpus is the MED collection, embeddings come from the bundled all-MiniLM-L6-v2, the
 vector store is an embedded Chroma in a temporary folder, and the LLM is LlamaIndex's ``MockLLM`` (swap in

@@ -4,7 +4,7 @@ For every query of a BEIR collection (default: the MED collection bundled with t
 the top-k passages (what a RAG prompt would hold without a reranker), zerank reranks them and only the top-n
 are kept. The same calls are priced for several LLMs at once, from one set of reranked results.
 
-    python examples/token_savings.py --model zeroentropy/zerank-2            # the real reranker
+    python examples/token_savings.py --model zeroentropy/zerank-2-reranker            # the real reranker
     python examples/token_savings.py --model ./tiny-model --max-queries 5     # offline tryout; see below
     python examples/token_savings.py --beir ../shared/datasets/scifact --top-k 50 --top-n 5 \\
         --llm gpt-4o --llm gpt-4.1-mini --llm claude-sonnet-4-5
@@ -46,7 +46,7 @@ def load(args: argparse.Namespace) -> BeirCollection:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--beir", type=Path, default=None, help="BEIR folder (default: bundled MED)")
-    parser.add_argument("--model", default="zeroentropy/zerank-2", help="reranker hub id or local folder")
+    parser.add_argument("--model", default="zeroentropy/zerank-2-reranker", help="reranker hub id or local folder")
     parser.add_argument("--top-k", type=int, default=50, help="retrieved candidates (prompt without rerank)")
     parser.add_argument("--top-n", type=int, default=5, help="kept after reranking (prompt with rerank)")
     parser.add_argument("--max-queries", type=int, default=None)

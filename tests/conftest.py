@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -45,6 +46,14 @@ def datasets_dir() -> Path:
     if not (DATASETS / "scifact" / "corpus.jsonl").is_file():
         pytest.fail(f"shared BEIR collections not found under {DATASETS} (set ZERANK_SHARED_DIR)")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def passages(datasets_dir: Path) -> list[str]:
+    """The first 24 scifact abstracts (title and text): real passages of every length for scoring tests."""
+    with open(datasets_dir / "scifact" / "corpus.jsonl", encoding="utf-8") as handle:
+        rows = [json.loads(line) for _, line in zip(range(24), handle, strict=False)]
+    return [row["title"] + "\n" + row["text"] for row in rows]
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ loaded straight from the checkpoint is a second reference.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
@@ -30,13 +29,6 @@ INSTRUCTION = "Prefer peer-reviewed clinical evidence over opinion."
 
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
-
-
-@pytest.fixture(scope="module")
-def passages(datasets_dir: Path) -> list[str]:
-    with open(datasets_dir / "scifact" / "corpus.jsonl", encoding="utf-8") as handle:
-        rows = [json.loads(line) for _, line in zip(range(24), handle, strict=False)]
-    return [row["title"] + "\n" + row["text"] for row in rows]
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ SAVINGS_EVENT = "zerank_token_savings"
 class ZerankRerank(RerankSettings, BaseDocumentCompressor):
     """Rerank retrieved documents with zerank; keeps the ``top_n`` best, best first.
 
-    ``ZerankRerank(model="zeroentropy/zerank-2", top_n=5)`` loads (or reuses) the model;
+    ``ZerankRerank(model="zeroentropy/zerank-2-reranker", top_n=5)`` loads (or reuses) the model;
     ``ZerankRerank(scorer=existing_scorer)`` calls any :class:`~zerank_integrations.base.Reranker`.
     Each returned document is a new ``Document`` whose metadata (a copy) holds ``relevance_score``, the
     probability in [0, 1], and, when a long document was scored window by window, ``relevance_span``: the

@@ -53,7 +53,7 @@ class TokenSavingsEvent(BaseEvent):
 class ZerankRerank(RerankSettings, BaseNodePostprocessor):
     """Rerank retrieved nodes with zerank; keeps the ``top_n`` best, best first, ``score`` = probability.
 
-    ``ZerankRerank(model="zeroentropy/zerank-2", top_n=5)`` loads (or reuses) the model;
+    ``ZerankRerank(model="zeroentropy/zerank-2-reranker", top_n=5)`` loads (or reuses) the model;
     ``ZerankRerank(scorer=existing_scorer)`` calls any :class:`~zerank_integrations.base.Reranker`.
     Returned nodes are copies: the caller's nodes and their metadata are never modified.
     """

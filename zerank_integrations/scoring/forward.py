@@ -5,8 +5,12 @@ vocabulary entries at every position; a reranker needs one number per pair. The 
 without KV cache on right-padded rows (padding at the end never influences real tokens under causal
 attention, so no attention mask is needed and SDPA can use its causal fast path), and the hidden state at
 each row's last real token is dotted with one precomputed row: the "Yes" row for a ``TokenLogit`` head,
-``W[true] - W[false]`` for a ``LogitDifference`` head. With a shared query prefix, the prefix's keys/values
-are computed once and reused for every row of the batch; only the document tokens are run.
+``W[true] - W[false]`` for a ``LogitDifference`` head.
+
+With a shared query prefix, the prefix's keys/values are computed once (:meth:`encode_prefix`) and the rows
+that continue it run only their own tokens, at positions after the prefix; the ``"zerank"`` attention
+(``scoring.attention``) attends to the single copy of the prefix without repeating it per row. With
+``packed`` (CUDA + flash-attn), rows are concatenated without padding and attention stays within each row.
 
 ``ClassifierForward`` (cross-encoders): the ``*ForSequenceClassification`` model itself on right-padded rows
 with an attention mask and token type ids; raw = the logit (one label) or logit[1] - logit[0] (two).
@@ -14,13 +18,14 @@ with an attention mask and token type ids; raw = the logit (one label) or logit[
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from zerank_integrations.scoring.attention import PackedRows, PrefixKV
 from zerank_integrations.scoring.prompts import Piece
 
 
@@ -42,37 +47,56 @@ class CausalHeadForward:
     pad_id: int
     device: torch.device
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    supports_prefix_reuse = True
-
-    def _project(self, hidden: torch.Tensor, lengths: torch.Tensor) -> list[float]:
-        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-        return (last.float() @ self.row + self.bias).cpu().tolist()
+    supports_prefix_reuse: bool = True  # the body runs the "zerank" attention (copy-free prefix reuse)
+    packed: bool = False  # rows concatenated without padding (varlen attention) instead of right-padded
 
     @torch.inference_mode()
     def full(self, rows: Sequence[Piece]) -> list[float]:
         """Raw scores of complete prompts, one per row."""
-        ids, lengths = _padded(rows, self.pad_id, self.device)
         with self.lock:
-            hidden = self.body(input_ids=ids, use_cache=False).last_hidden_state
-            return self._project(hidden, lengths)
+            return self._scores(rows, None)
 
     @torch.inference_mode()
-    def encode_prefix(self, prefix: Piece) -> object:
-        """Keys/values of a shared prefix (batch of one), to be reused by :meth:`after_prefix`."""
+    def encode_prefix(self, prefix: Piece) -> PrefixKV:
+        """Keys/values of a shared prefix (one copy per layer), to be reused by :meth:`after_prefix`."""
         ids = torch.tensor([list(prefix.ids)], dtype=torch.long, device=self.device)
         with self.lock:
-            return self.body(input_ids=ids, use_cache=True).past_key_values
+            cache = self.body(input_ids=ids, use_cache=True).past_key_values
+        layers = cache.layers  # type: ignore[union-attr]
+        # Contiguous once here, so that every fused attention kernel takes them as they are.
+        return PrefixKV(
+            tuple(layer.keys.contiguous() for layer in layers), tuple(layer.values.contiguous() for layer in layers)
+        )
 
     @torch.inference_mode()
-    def after_prefix(self, prefix_cache: object, rows: Sequence[Piece]) -> list[float]:
+    def after_prefix(self, prefix: PrefixKV, rows: Sequence[Piece]) -> list[float]:
         """Raw scores of prompts ``prefix + row``, computing only the rows' tokens."""
-        ids, lengths = _padded(rows, self.pad_id, self.device)
-        cache = copy.deepcopy(prefix_cache)  # the forward appends to it; the prefix stays reusable
-        cache.batch_repeat_interleave(len(rows))  # type: ignore[attr-defined]
         with self.lock:
-            hidden = self.body(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
-            return self._project(hidden, lengths)
+            return self._scores(rows, prefix)
+
+    def _scores(self, rows: Sequence[Piece], prefix: PrefixKV | None) -> list[float]:
+        offset = len(prefix) if prefix is not None else 0
+        extra: dict[str, Any] = {} if prefix is None else {"zerank_prefix": prefix}
+        if self.packed:
+            lengths = [len(row) for row in rows]
+            ids = torch.tensor([[token for row in rows for token in row.ids]], dtype=torch.long)
+            positions = torch.cat([torch.arange(n) for n in lengths]) + offset
+            packed = PackedRows.of(lengths, self.device)
+            hidden = self.body(
+                input_ids=ids.to(self.device),
+                position_ids=positions[None].to(self.device),
+                use_cache=False,
+                zerank_packed=packed,
+                **extra,
+            ).last_hidden_state[0]
+            last = hidden[packed.starts[1:].long() - 1]
+        else:
+            ids, lengths_tensor = _padded(rows, self.pad_id, self.device)
+            if prefix is not None:
+                extra["position_ids"] = (torch.arange(ids.shape[1], device=self.device) + offset)[None]
+            hidden = self.body(input_ids=ids, use_cache=False, **extra).last_hidden_state
+            last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths_tensor - 1]
+        return (last.float() @ self.row + self.bias).cpu().tolist()
 
 
 @dataclass
@@ -86,7 +110,8 @@ class ClassifierForward:
     takes_token_types: bool
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    supports_prefix_reuse = False
+    supports_prefix_reuse = False  # bidirectional: a document changes how the query is read
+    packed = False
 
     @torch.inference_mode()
     def full(self, rows: Sequence[Piece]) -> list[float]:
@@ -103,10 +128,10 @@ class ClassifierForward:
         raw = logits[:, 0] if self.num_labels == 1 else logits[:, 1] - logits[:, 0]
         return raw.cpu().tolist()
 
-    def encode_prefix(self, prefix: Piece) -> object:  # pragma: no cover - guarded by supports_prefix_reuse
+    def encode_prefix(self, prefix: Piece) -> PrefixKV:  # pragma: no cover - guarded by supports_prefix_reuse
         raise NotImplementedError("bidirectional classifiers cannot reuse a prefix")
 
-    def after_prefix(self, prefix_cache: object, rows: Sequence[Piece]) -> list[float]:  # pragma: no cover
+    def after_prefix(self, prefix: PrefixKV, rows: Sequence[Piece]) -> list[float]:  # pragma: no cover
         raise NotImplementedError("bidirectional classifiers cannot reuse a prefix")
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from zerank_integrations.families import (
     hub_id_from_path,
     logit_score_config,
 )
+from zerank_integrations.scoring import attention
+from zerank_integrations.scoring.batching import CostModel, device_speed
 from zerank_integrations.scoring.forward import CausalHeadForward, ClassifierForward, Forward
 from zerank_integrations.scoring.prompts import PromptTemplate, PromptTemplateError, Tokens
 from zerank_integrations.testing import is_random_weights
@@ -56,6 +59,7 @@ class ModelKey:
     device: str
     dtype: str
     family: str
+    replica: int = 0  # a second copy on the same device (device=["cpu", "cpu"]) is a second model
 
 
 @dataclass
@@ -74,6 +78,7 @@ class LoadedModel:
     position_limit: int | None  # the most tokens the model can attend to, if it says
     default_max_length: int
     random_weights: bool
+    cost: CostModel  # estimated seconds of a forward pass: what batch planning and prefix reuse weigh
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -99,6 +104,32 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was requested but CUDA is not available on this machine")
     return resolved
+
+
+def resolve_devices(device: str | torch.device | Sequence[str | torch.device] | None) -> list[torch.device]:
+    """Where the replicas go: one per device.
+
+    ``"cuda"`` (and ``None``/``"auto"`` when CUDA is picked) on a machine with several GPUs means every GPU;
+    a list (or a comma-separated string such as ``"cuda:0,cuda:1"``) names the devices, one replica each (a
+    device named twice holds two replicas). Anything else is one device, as :func:`resolve_device` reads it.
+    """
+    if isinstance(device, str) and "," in device:
+        device = [part.strip() for part in device.split(",")]
+    if isinstance(device, (list, tuple)):
+        if not device:
+            raise ValueError("device list is empty: name at least one device")
+        devices = [resolve_device(one) for one in device]
+        if len({one.type for one in devices}) > 1:
+            raise ValueError(
+                f"replicas must all be on one kind of device (got {', '.join(map(str, devices))}): their dtypes "
+                "and therefore their scores would differ"
+            )
+        return devices
+    resolved = resolve_device(device)
+    everything = device is None or device == "auto" or (isinstance(device, str) and device.strip() == "cuda")
+    if resolved.type == "cuda" and resolved.index is None and everything and torch.cuda.device_count() > 1:
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+    return [resolved]
 
 
 _DTYPES = {
@@ -147,21 +178,53 @@ def load_model(
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
 ) -> LoadedModel:
-    """The process-wide ``LoadedModel`` for these settings, loading it on first use."""
+    """The process-wide ``LoadedModel`` for these settings on one device, loading it on first use."""
+    (loaded,) = load_replicas(
+        model,
+        family=family,
+        revision=revision,
+        devices=[resolve_device(device)],
+        dtype=dtype,
+        local_files_only=local_files_only,
+        cache_dir=cache_dir,
+        token=token,
+    )
+    return loaded
+
+
+def load_replicas(
+    model: str,
+    *,
+    family: str | RerankerFamily | None = None,
+    revision: str | None = None,
+    devices: Sequence[torch.device],
+    dtype: str | torch.dtype | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    token: str | None = None,
+) -> tuple[LoadedModel, ...]:
+    """One process-wide ``LoadedModel`` per device in ``devices`` (see :func:`resolve_devices`).
+
+    The checkpoint is resolved, and its family told, once; each replica holds its own weights on its device.
+    """
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a Hugging Face id or a local directory, got {model!r}")
     chosen = get_family(family) if family is not None else None
-    resolved_device = resolve_device(device)
-    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    resolved_dtype = resolve_dtype(dtype, devices[0])
     identity = _model_identity(model)
+    seen: dict[str, int] = {}
+    places: list[tuple[torch.device, int]] = []  # (device, replica index on that device)
+    for device in devices:
+        places.append((device, seen.get(str(device), 0)))
+        seen[str(device)] = places[-1][1] + 1
 
-    def key_for(name: str) -> ModelKey:
-        return ModelKey(identity, revision, str(resolved_device), str(resolved_dtype), name)
+    def key_for(name: str, device: torch.device, replica: int) -> ModelKey:
+        return ModelKey(identity, revision, str(device), str(resolved_dtype), name, replica)
 
     with _CACHE_LOCK:
         known = chosen.name if chosen is not None else _DETECTED.get((identity, revision))
-        if known is not None and key_for(known) in _CACHE:
-            return _CACHE[key_for(known)]
+        if known is not None and all(key_for(known, *place) in _CACHE for place in places):
+            return tuple(_CACHE[key_for(known, *place)] for place in places)
     checkpoint = _Checkpoint.resolve(model, revision, local_files_only, cache_dir, token)
     tokenizer = checkpoint.tokenizer()
     tokens = Tokens(tokenizer)
@@ -172,19 +235,23 @@ def load_model(
         chosen, detected_by = _detect(checkpoint, config, tokens)
         with _CACHE_LOCK:
             _DETECTED[(identity, revision)] = chosen.name
-    key = key_for(chosen.name)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
-    with key_lock:  # two threads asking for one new model load it once
+    replicas = []
+    for device, replica in places:
+        key = key_for(chosen.name, device, replica)
         with _CACHE_LOCK:
             if key in _CACHE:
-                return _CACHE[key]
-        loaded = _load(key, chosen, detected_by, checkpoint, config, tokenizer, tokens, resolved_device, resolved_dtype)
-        with _CACHE_LOCK:
-            _CACHE[key] = loaded
-        return loaded
+                replicas.append(_CACHE[key])
+                continue
+            key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
+        with key_lock:  # two threads asking for one new model load it once
+            with _CACHE_LOCK:
+                cached = _CACHE.get(key)
+            if cached is None:
+                cached = _load(key, chosen, detected_by, checkpoint, config, tokenizer, tokens, device, resolved_dtype)
+                with _CACHE_LOCK:
+                    _CACHE[key] = cached
+        replicas.append(cached)
+    return tuple(replicas)
 
 
 def loaded_models() -> list[ModelKey]:
@@ -402,6 +469,7 @@ def _load(
         forward, causal_lm = _load_causal(name, family, checkpoint, tokens, int(pad_id or 0), device, dtype)
         model_config = causal_lm.config
     position_limit = _position_limit(model_config, tokenizer, family)
+    cost = _cost_model(forward, model_config, device, dtype, causal=causal_lm is not None)
     loaded = LoadedModel(
         key=key,
         family=family,
@@ -415,6 +483,7 @@ def _load(
         position_limit=position_limit,
         default_max_length=_default_max_length(family, template, position_limit, name),
         random_weights=checkpoint.local_dir is not None and is_random_weights(checkpoint.local_dir),
+        cost=cost,
     )
     if causal_lm is not None:
         _check_fast_path(loaded, causal_lm, name)
@@ -457,6 +526,7 @@ def _load_causal(
     causal_lm = _from_pretrained(AutoModelForCausalLM, name, checkpoint, dtype, attn_implementation="sdpa")
     causal_lm.to(device)
     causal_lm.config.use_cache = False
+    own_attention = _use_zerank_attention(causal_lm)
     head = causal_lm.get_output_embeddings()
     body = getattr(causal_lm, causal_lm.base_model_prefix, None)
     if head is None or body is None:
@@ -469,8 +539,63 @@ def _load_causal(
     offset = 0.0
     if bias_values is not None:
         offset = float(bias_values[ids[0]]) if len(ids) == 1 else float(bias_values[ids[0]] - bias_values[ids[1]])
-    forward = CausalHeadForward(body=body, row=row.to(device), bias=offset, pad_id=pad_id, device=device)
+    forward = CausalHeadForward(
+        body=body,
+        row=row.to(device),
+        bias=offset,
+        pad_id=pad_id,
+        device=device,
+        supports_prefix_reuse=own_attention,
+        packed=own_attention and _packs_rows(device, dtype),
+    )
     return forward, causal_lm
+
+
+def _use_zerank_attention(causal_lm: Any) -> bool:
+    """Switch the model to the ``"zerank"`` attention (copy-free prefix reuse, packed rows) where it can run.
+
+    It needs transformers' attention interface and plain causal attention: models with sliding-window layers
+    keep SDPA (their masks are built by transformers) and are scored without prefix reuse, exactly.
+    """
+    config = causal_lm.config
+    layer_types = getattr(config, "layer_types", None)
+    sliding = "sliding_attention" in layer_types if layer_types else bool(getattr(config, "use_sliding_window", False))
+    if sliding:
+        return False
+    causal_lm.set_attn_implementation(attention.register())
+    return causal_lm.config._attn_implementation == attention.ATTENTION_NAME
+
+
+def _packs_rows(device: torch.device, dtype: torch.dtype) -> bool:
+    """Padding-free (varlen) rows: on CUDA in half precision with the flash-attn package; SDPA otherwise."""
+    return device.type == "cuda" and dtype != torch.float32 and attention.flash_attn_varlen() is not None
+
+
+def _cost_model(
+    forward: Forward, model_config: Any, device: torch.device, dtype: torch.dtype, *, causal: bool
+) -> CostModel:
+    """The estimated cost of a forward pass of this model on this device (see ``batching.CostModel``)."""
+    module = forward.body if isinstance(forward, CausalHeadForward) else forward.model
+    embeddings = sum(
+        p.numel() for m in module.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters(recurse=False)
+    )
+    parameters = sum(p.numel() for p in module.parameters()) - embeddings
+    heads = int(getattr(model_config, "num_attention_heads", 1) or 1)
+    head_dim = getattr(model_config, "head_dim", None) or int(model_config.hidden_size) // heads
+    multiprocessors = 0
+    if device.type == "cuda":
+        multiprocessors = torch.cuda.get_device_properties(device).multi_processor_count
+    speed = device_speed(device.type, half=dtype != torch.float32, multiprocessors=multiprocessors)
+    return CostModel.estimate(
+        speed,
+        parameters=parameters,
+        weight_bytes=parameters * torch.finfo(dtype).bits // 8,
+        layers=int(getattr(model_config, "num_hidden_layers", 1) or 1),
+        hidden_size=int(model_config.hidden_size),
+        attention_width=heads * int(head_dim),
+        causal=causal,
+        packed=forward.packed,
+    )
 
 
 def _head_token_ids(name: str, family: RerankerFamily, tokens: Tokens) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, fields, replace
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -27,9 +28,10 @@ from zerank_integrations.base import (
     validate_top_n,
 )
 from zerank_integrations.families import RerankerFamily
-from zerank_integrations.scoring.batching import padded_slots, plan_batches, run_splitting_on_oom
+from zerank_integrations.scoring.attention import PrefixKV
+from zerank_integrations.scoring.batching import Plan, padded_slots, plan, reuse_plan, run_splitting_on_oom
 from zerank_integrations.scoring.cache import ScoreCache
-from zerank_integrations.scoring.loading import LoadedModel, load_model
+from zerank_integrations.scoring.loading import LoadedModel, load_replicas, resolve_devices
 from zerank_integrations.scoring.prompts import EncodedPair, Piece, QuerySegment
 
 logger = logging.getLogger(__name__)
@@ -39,10 +41,10 @@ LongDocuments = Literal["truncate", "max_chunk"]
 Triple = tuple[str, str, str | None]  # (query, document, instruction), as the family reads them
 
 _PAIRS_EXPECTED = "pairs must be a sequence of (query, document) or (query, document, instruction) tuples"
-# Padded token slots per forward pass. Larger batches use an accelerator better; the plan keeps padding low.
+# Token slots per forward pass: a memory bound. Within it, the plan weighs padding against the cost of one more
+# pass (each model's ``LoadedModel.cost``), and "auto" prefix reuse weighs the prefix pass against the tokens
+# it saves, with the same estimate.
 _DEFAULT_BATCH_TOKENS = {"cuda": 32_768, "mps": 8_192, "cpu": 4_096}
-_BATCH_OVERHEAD_TOKENS = {"cuda": 1_024, "mps": 256, "cpu": 32}
-_PREFIX_MIN_TOKENS = 96  # "auto" reuses a query prefix at least this long
 _MIN_CONTENT_TOKENS = 4  # max_length must leave this much beside the template
 _WINDOW_MARGIN_TOKENS = 2  # a window's text may tokenize a token or two longer than its slice
 
@@ -106,7 +108,7 @@ class ZerankScorer:
         *,
         family: str | RerankerFamily | None = None,
         revision: str | None = None,
-        device: str | torch.device | None = None,
+        device: str | torch.device | Sequence[str | torch.device] | None = None,
         dtype: str | torch.dtype | None = None,
         max_length: int | None = None,
         batch_tokens: int | None = None,
@@ -136,15 +138,22 @@ class ZerankScorer:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an int >= 0 (0 turns the cache off), got {cache_size!r}")
         secret = token if isinstance(token, SecretStr) or token is None else SecretStr(token)
-        self._loaded: LoadedModel = load_model(
+        # One replica per device: "cuda" on a machine with several GPUs, or a list of devices.
+        self._replicas: tuple[LoadedModel, ...] = load_replicas(
             model,
             family=family,
             revision=revision,
-            device=device,
+            devices=resolve_devices(device),
             dtype=dtype,
             local_files_only=local_files_only,
             cache_dir=cache_dir,
             token=secret.get_secret_value() if secret is not None else None,
+        )
+        self._loaded: LoadedModel = self._replicas[0]
+        self._pool = (
+            ThreadPoolExecutor(len(self._replicas), thread_name_prefix="zerank-replica")
+            if len(self._replicas) > 1
+            else None
         )
         template = self._loaded.template
         resolved_length = max_length if max_length is not None else self._loaded.default_max_length
@@ -161,7 +170,6 @@ class ZerankScorer:
         self.max_length = resolved_length
         device_type = self._loaded.device.type
         self.batch_tokens = batch_tokens or _DEFAULT_BATCH_TOKENS.get(device_type, 4_096)
-        self._batch_overhead = _BATCH_OVERHEAD_TOKENS.get(device_type, 64)
         self.prefix_reuse = prefix_reuse
         self.long_documents: LongDocuments = long_documents
         self.chunk_tokens = chunk_tokens
@@ -208,6 +216,11 @@ class ZerankScorer:
     @property
     def device(self) -> torch.device:
         return self._loaded.device
+
+    @property
+    def devices(self) -> tuple[torch.device, ...]:
+        """Every device holding a replica (one for most scorers); batches are spread across them."""
+        return tuple(replica.device for replica in self._replicas)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -448,52 +461,94 @@ class ZerankScorer:
         return windows
 
     def _run(self, pairs: list[EncodedPair]) -> list[float]:
-        """Raw scores of encoded pairs, in order: shared prefixes reused where it pays, the rest batched."""
-        forward = self._loaded.forward
-        raw = [0.0] * len(pairs)
+        """Raw scores of encoded pairs, in order: shared prefixes reused where it pays, the rest batched; the
+        batches are spread over the replicas."""
         groups: dict[Piece, list[int]] = {}
         for index, pair in enumerate(pairs):
             groups.setdefault(pair.prefix, []).append(index)
+        work: list[_Batch] = []
         plain: list[int] = []
         for prefix, members in groups.items():
-            if forward.supports_prefix_reuse and self._uses_prefix(prefix, len(members)):
-                cache = forward.encode_prefix(prefix)
-                self._count(ScoringStats(forward_passes=1, real_tokens=len(prefix), computed_tokens=len(prefix)))
-                rows = [pairs[i].continuation for i in members]
-                values = self._run_batches(rows, partial(forward.after_prefix, cache))
-                for index, value in zip(members, values, strict=True):
-                    raw[index] = value
-            else:
+            reuse = self._uses_prefix(prefix, [pairs[i] for i in members])
+            if reuse is None:
                 plain.extend(members)
+                continue
+            shared = _SharedPrefix(prefix, len(reuse.batches))
+            self._count(ScoringStats(real_tokens=len(prefix)))  # read once, however many replicas encode it
+            work.extend(_Batch([members[i] for i in batch], shared) for batch in reuse.batches)
         if plain:
-            values = self._run_batches([pairs[i].row for i in plain], forward.full)
-            for index, value in zip(plain, values, strict=True):
+            lengths = [len(pairs[i]) for i in plain]
+            for batch in plan(lengths, self.batch_tokens, cost=self._loaded.cost).batches:
+                work.append(_Batch([plain[i] for i in batch], None))
+        raw = [0.0] * len(pairs)
+        for batch, values in self._dispatch(work, pairs):
+            for index, value in zip(batch.indices, values, strict=True):
                 raw[index] = value
         return raw
 
-    def _uses_prefix(self, prefix: Piece, members: int) -> bool:
-        if members < 2:
-            return False
-        if self.prefix_reuse == "auto":
-            return len(prefix) >= _PREFIX_MIN_TOKENS
-        return bool(self.prefix_reuse)
+    def _uses_prefix(self, prefix: Piece, members: list[EncodedPair]) -> Plan | None:
+        """The batches of the rows after a reused ``prefix``, or ``None`` to score the group's full prompts.
 
-    def _run_batches(self, rows: list[Piece], forward: Callable[[list[Piece]], list[float]]) -> list[float]:
-        """Score rows in planned batches; results come back in ``rows`` order."""
+        ``"auto"`` reuses the prefix when the model's estimated cost says it pays (``batching.reuse_plan``);
+        never for a lone document or a bidirectional model.
+        """
+        if self.prefix_reuse is False or not self._loaded.forward.supports_prefix_reuse:
+            return None
+        continuations = [len(pair.continuation) for pair in members]
+        return reuse_plan(
+            len(prefix), continuations, self.batch_tokens, cost=self._loaded.cost, always=self.prefix_reuse is True
+        )
+
+    def _dispatch(self, work: list[_Batch], pairs: list[EncodedPair]) -> list[tuple[_Batch, list[float]]]:
+        """Run every batch; with several replicas, each pulls the next batch as soon as it is free."""
+        if self._pool is None or len(work) < 2:
+            return [(batch, self._run_batch(0, batch, pairs)) for batch in work]
+        queue = iter(work)
+        queue_lock = threading.Lock()
+        done: list[tuple[_Batch, list[float]]] = []
+        failures: list[BaseException] = []
+
+        def drain(replica: int) -> None:
+            while not failures:
+                with queue_lock:
+                    batch = next(queue, None)
+                if batch is None:
+                    return
+                try:
+                    done.append((batch, self._run_batch(replica, batch, pairs)))
+                except BaseException as error:  # re-raised in the caller's thread below
+                    failures.append(error)
+
+        for future in [self._pool.submit(drain, replica) for replica in range(len(self._replicas))]:
+            future.result()
+        if failures:
+            raise failures[0]
+        return done
+
+    def _run_batch(self, replica: int, batch: _Batch, pairs: list[EncodedPair]) -> list[float]:
+        """One planned batch on one replica, halved and retried while it runs out of memory."""
+        loaded = self._replicas[replica]
+        forward = loaded.forward
+        if batch.prefix is None:
+            rows = [pairs[i].row for i in batch.indices]
+            run_rows: Callable[[list[Piece]], list[float]] = forward.full
+        else:
+            rows = [pairs[i].continuation for i in batch.indices]
+            run_rows = partial(forward.after_prefix, batch.prefix.encoded(replica, loaded, self._count))
         lengths = [len(row) for row in rows]
-        results = [0.0] * len(rows)
 
-        def run(batch: Sequence[int]) -> list[float]:
-            values = forward([rows[i] for i in batch])
-            real, computed = sum(lengths[i] for i in batch), padded_slots(lengths, batch)
+        def run(part: Sequence[int]) -> list[float]:
+            values = run_rows([rows[i] for i in part])
+            computed = sum(lengths[i] for i in part) if forward.packed else padded_slots(lengths, part)
+            real = sum(lengths[i] for i in part)
             self._count(ScoringStats(forward_passes=1, real_tokens=real, computed_tokens=computed))
             return values
 
-        for batch in plan_batches(lengths, self.batch_tokens, batch_overhead_tokens=self._batch_overhead):
-            values = run_splitting_on_oom(batch, run, _is_out_of_memory, self._after_oom)
-            for index, value in zip(batch, values, strict=True):
-                results[index] = value
-        return results
+        try:
+            return run_splitting_on_oom(range(len(rows)), run, _is_out_of_memory, partial(self._after_oom, loaded))
+        finally:
+            if batch.prefix is not None:
+                batch.prefix.finished_batch()
 
     def _warn_truncation(self, count: int) -> None:
         with self._stats_lock:  # once per scorer, even when threads truncate at the same moment
@@ -512,10 +567,43 @@ class ZerankScorer:
         with self._stats_lock:
             self._stats = self._stats + work
 
-    def _after_oom(self) -> None:
-        logger.warning("out of memory on %s: splitting the batch and retrying", self.device)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+    def _after_oom(self, loaded: LoadedModel) -> None:
+        logger.warning("out of memory on %s: splitting the batch and retrying", loaded.device)
+        if loaded.device.type == "cuda":
+            with torch.cuda.device(loaded.device):
+                torch.cuda.empty_cache()
+
+
+@dataclass
+class _Batch:
+    """One planned forward pass: indices into the encoded pairs, and the reused prefix they continue."""
+
+    indices: list[int]
+    prefix: _SharedPrefix | None
+
+
+class _SharedPrefix:
+    """A query prefix reused by several batches: encoded at most once per replica that runs one of them, and
+    released when the last of them is done (a 4B model's keys/values for 2,000 tokens take ~300 MB)."""
+
+    def __init__(self, piece: Piece, batches: int) -> None:
+        self.piece = piece
+        self._remaining = batches
+        self._encoded: dict[int, PrefixKV] = {}
+        self._lock = threading.Lock()
+
+    def encoded(self, replica: int, loaded: LoadedModel, count: Callable[[ScoringStats], None]) -> PrefixKV:
+        found = self._encoded.get(replica)  # one worker per replica per call: no two threads fill one slot
+        if found is None:
+            found = self._encoded[replica] = loaded.forward.encode_prefix(self.piece)
+            count(ScoringStats(forward_passes=1, computed_tokens=len(self.piece)))
+        return found
+
+    def finished_batch(self) -> None:
+        with self._lock:
+            self._remaining -= 1
+            if self._remaining <= 0:
+                self._encoded.clear()
 
 
 def _values(results: list[DocumentScore], raw: bool) -> list[float]:
