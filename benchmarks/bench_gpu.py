@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from bench_scoring import model_flops, model_shape  # one FLOP count for both benchmarks (a sibling script)
 
 # zerank-2 is Qwen3-4B with a reranking head trained on top: the shape is what sets its speed.
 QWEN3_4B = {
@@ -196,28 +197,6 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, width: int, reduced
     return 2 * rows * inner * cols / best
 
 
-def model_flops(config: Any, parameters: int, prompts: list[tuple[int, int, int]], reused: bool) -> float:
-    """Dense + attention FLOPs of scoring (query group, prefix length, continuation length) prompts: 2 per
-    parameter per token, 4 per (token, attended position) per unit of attention width per layer. With prefix
-    reuse each group's prefix is computed once."""
-    width = int(config.num_attention_heads) * int(
-        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    )
-    per_pair = 4 * width * int(config.num_hidden_layers)
-    total = 0.0
-    prefixes: set[int] = set()
-    for group, prefix, continuation in prompts:
-        if reused:
-            if group not in prefixes:
-                prefixes.add(group)
-                total += 2 * parameters * prefix + per_pair * prefix * (prefix + 1) / 2
-            total += 2 * parameters * continuation + per_pair * continuation * (prefix + (continuation + 1) / 2)
-        else:
-            n = prefix + continuation
-            total += 2 * parameters * n + per_pair * n * (n + 1) / 2
-    return total
-
-
 # -- the steps -------------------------------------------------------------------------------------------------
 def fidelity_small(path: Path, device: torch.device, reduced: bool, groups: dict[str, list[Any]]) -> dict[str, Any]:
     """Ours fp32 vs the plain recipe; bf16 / fp16 vs fp32 (full mode)."""
@@ -292,8 +271,7 @@ def speed(
 
     rows: list[dict[str, Any]] = []
     ours = ZerankScorer(str(path), device=device, dtype=dtype)
-    config = ours.loaded_model.forward.body.config
-    parameters = sum(p.numel() for n, p in ours.loaded_model.forward.body.named_parameters() if "embed" not in n)
+    parameters, per_pair = model_shape(ours.loaded_model.forward.body.config)
     template, tokens, max_length = ours.loaded_model.template, ours.loaded_model.tokens, ours.max_length
 
     def prompts(group: int, query: str, docs: list[str]) -> list[tuple[int, int, int]]:
@@ -319,7 +297,7 @@ def speed(
             done = scorer.stats - before
             reused = done.real_tokens < sum(a + b for _, a, b in shapes)  # a prefix was read once, not per document
             row.update(forward_passes=done.forward_passes, prefix_reuse=reused)
-        flops = model_flops(config, parameters, shapes, reused)
+        flops = model_flops(shapes, parameters, per_pair, reused, causal=True)
         row.update(
             seconds=seconds,
             pairs_per_s=len(shapes) / seconds,

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -455,7 +456,7 @@ def model_shape(config: Any) -> tuple[int, int]:
     return parameters, 4 * width * int(config.num_hidden_layers)
 
 
-def model_flops(shapes: list[list[int]], parameters: int, per_pair: int, reused: bool, causal: bool) -> float:
+def model_flops(shapes: Sequence[Sequence[int]], parameters: int, per_pair: int, reused: bool, causal: bool) -> float:
     """FLOPs a method's algorithm needs for these (group, prefix, rest) prompts: 2 per parameter per token,
     ``per_pair`` per (token, attended position); with prefix reuse each group's prefix once."""
     total, seen = 0.0, set()
