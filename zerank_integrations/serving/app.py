@@ -111,6 +111,11 @@ class ClusterView(Protocol):
 
     engine: str
 
+    def start(self, snapshot: Callable[[], tuple[dict[str, Any], bytes]]) -> None:
+        """Called in the app's lifespan with a way to read this replica's ``/health`` body and metrics."""
+
+    async def stop(self) -> None: ...
+
     async def health(self, local: dict[str, Any]) -> dict[str, Any]: ...
 
     async def metrics(self, local: bytes) -> bytes: ...
@@ -302,11 +307,15 @@ def create_app(
         if loader is None:
             adopt(scorer)  # type: ignore[arg-type]
         preparing = asyncio.get_running_loop().create_task(prepare(), name="zerank-prepare")
+        if cluster is not None:
+            cluster.start(lambda: (local_health(), metrics.render()))
         try:
             yield
         finally:
             readiness.drain()
             preparing.cancel()
+            if cluster is not None:
+                await cluster.stop()
             if state.batcher is not None:
                 await state.batcher.close()
 
@@ -318,12 +327,10 @@ def create_app(
         body = generic_error(error.status_code, str(error.detail), None, rid)
         return JSONResponse(body.model_dump(mode="json"), status_code=error.status_code, headers=error.headers)
 
-    @app.get("/health", responses={200: {"description": "liveness and counters"}})
-    async def health(request: Request) -> dict[str, Any]:
-        """Liveness plus counters: cheap, unauthenticated, never touches the model."""
+    def local_health() -> dict[str, Any]:
         batcher: MicroBatcher | None = state.batcher
         current = state.scorer
-        local = {
+        return {
             "status": "ok" if batcher is not None else "starting",
             "ready": readiness.state,
             "engine": state.engine,
@@ -338,6 +345,11 @@ def create_app(
             "requests_in_progress": admission.active,
             "scorer": _scorer_stats(current),
         }
+
+    @app.get("/health", responses={200: {"description": "liveness and counters"}})
+    async def health() -> dict[str, Any]:
+        """Liveness plus counters: cheap, unauthenticated, never touches the model."""
+        local = local_health()
         return await cluster.health(local) if cluster is not None else local
 
     @app.get("/ready", responses={200: {"description": "ready"}, 503: {"description": "loading or draining"}})
@@ -443,7 +455,13 @@ def create_app(
             response_model=None,
         )
 
-    app.add_middleware(_Guard, error_shapes={d.path: d.error for d in DIALECTS}, metrics=metrics, tracer=tracer)
+    app.add_middleware(
+        _Guard,
+        error_shapes={d.path: d.error for d in DIALECTS},
+        metrics=metrics,
+        tracer=tracer,
+        add_header=not getattr(cluster, "proxy_sets_request_id", False),
+    )
     app.openapi = lambda: _openapi(  # type: ignore[method-assign]
         app,
         accepts_instruction=bool(getattr(state.scorer, "accepts_instruction", False)),
@@ -600,8 +618,10 @@ class _Guard:
         error_shapes: dict[str, Callable[..., BaseModel]],
         metrics: ServerMetrics,
         tracer: RequestTracer,
+        add_header: bool = True,
     ) -> None:
         self.app = app
+        self.add_header = add_header  # False behind a proxy that sets X-Request-Id itself (Ray Serve's)
         self.error_shapes = error_shapes
         self.metrics = metrics
         self.tracer = tracer
@@ -633,7 +653,8 @@ class _Guard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                MutableHeaders(scope=message).append("X-Request-Id", rid)
+                if self.add_header:
+                    MutableHeaders(scope=message).append("X-Request-Id", rid)
             await send(message)
 
         try:

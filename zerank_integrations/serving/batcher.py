@@ -167,6 +167,10 @@ class MicroBatcher:
         return len(self._queue)
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def in_flight(self) -> int:
         """Requests in the batch the model thread is scoring now."""
         return len(self._in_flight)

@@ -135,7 +135,10 @@ class ServerMetrics:
 
 
 def merge_replicas(expositions: Mapping[str, str]) -> bytes:
-    """One exposition from several replicas' (``{replica id: text}``), each sample labelled ``replica``."""
+    """One exposition from several replicas' (``{replica id: text}``), each sample labelled ``replica``.
+
+    The ``_created`` timestamps of counters and histograms are left out: they describe one replica's process.
+    """
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Merged(expositions))
     return generate_latest(registry)
@@ -149,9 +152,13 @@ class _Merged:
         families: dict[str, Metric] = {}
         for replica, text in sorted(self.expositions.items()):
             for family in text_string_to_metric_families(text):
+                if family.name.endswith("_created"):
+                    continue
                 merged = families.get(family.name)
                 if merged is None:
                     merged = families[family.name] = Metric(family.name, family.documentation, family.type)
                 for sample in family.samples:
+                    if sample.name.endswith("_created"):
+                        continue
                     merged.add_sample(sample.name, {**sample.labels, "replica": replica}, sample.value)
         yield from families.values()
