@@ -32,14 +32,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, log_format: str = "text") -> None:
-    """Root logging for ``serve``: ``text`` lines or ``json`` objects on stderr, replacing earlier handlers."""
+def configure_logging(level: str, log_format: str = "text", logger_name: str | None = None) -> None:
+    """``text`` lines or ``json`` objects on stderr for ``logger_name`` (default: the root logger, for
+    ``serve``), replacing its earlier handlers. A Ray replica configures only ``zerank_integrations``,
+    leaving Ray's own loggers as Ray set them up."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+    target = logging.getLogger(logger_name)
+    for old in list(target.handlers):
+        target.removeHandler(old)
+    target.addHandler(handler)
+    target.setLevel(level.upper())
+    if logger_name is not None:
+        target.propagate = False

@@ -156,10 +156,16 @@ class _RerankReplica:
         hub: Any,
         api_key: SecretStr | None = None,
         ledger_llm: str | None = None,
+        observability: dict[str, Any] | None = None,
     ) -> None:
         from ray import serve
 
         from zerank_integrations import ZerankScorer
+        from zerank_integrations.serving.logs import configure_logging
+
+        seen = dict(observability or {})
+        configure_logging(seen.get("log_level", "info"), seen.get("log_format", "text"), "zerank_integrations")
+        self.otlp_endpoint = seen.get("otlp_endpoint")
 
         self.scorer = ZerankScorer(model, **scorer_options)
         self.app_settings = dict(app_settings)
@@ -179,8 +185,19 @@ class _RerankReplica:
             from zerank_integrations.accounting import TokenLedger
 
             ledger = TokenLedger(llm=self.ledger_llm, max_records=0)
+        provider = None
+        if self.otlp_endpoint:
+            from zerank_integrations.serving.tracing import otlp_tracer_provider
+
+            provider = otlp_tracer_provider(self.otlp_endpoint, service_name=f"zerank-rerank-{self.replica_id}")
         self.rerank_app = create_app(
-            self.scorer, api_key=self.api_key, warm_up=True, ledger=ledger, cluster=self.cluster, **self.app_settings
+            self.scorer,
+            api_key=self.api_key,
+            warm_up=True,
+            ledger=ledger,
+            cluster=self.cluster,
+            tracer_provider=provider,
+            **self.app_settings,
         )
         return self.rerank_app
 
@@ -204,11 +221,18 @@ def application(
     api_key: str | SecretStr | None = None,
     ledger_llm: str | None = None,
     max_ongoing_requests: int = DEFAULT_MAX_ONGOING_REQUESTS,
+    log_format: str = "text",
+    log_level: str = "info",
+    otlp_endpoint: str | None = None,
 ) -> Any:
     """The Ray Serve ``Application``: ``replicas`` scorers (or ``min_replicas``..``max_replicas``, autoscaled).
 
     ``replica_gpus`` defaults to 1 when ``scorer_options["device"]`` is CUDA (one GPU per replica), else 0.
-    ``app_settings`` are ``create_app``'s limits (``max_documents``, ``batch_wait_ms``, ...).
+    ``app_settings`` are ``create_app``'s limits (``max_documents``, ``batch_wait_ms``, ...). Each replica
+    logs one line per request (``log_format`` text or json) and, with ``otlp_endpoint``, exports spans.
+    ``max_ongoing_requests`` is Serve's per-replica cap: keep it high so concurrent requests reach the
+    replica's batcher and share forward passes (``max_concurrent_requests`` in ``app_settings`` is the
+    429 bound).
     """
     serve = require_ray(_FEATURE, "ray.serve")
     options = dict(scorer_options or {})
@@ -252,7 +276,8 @@ def application(
     )
     replica = serve.deployment(serve.ingress()(_RerankReplica), **deployment_options)
     secret = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
-    return replica.bind(model, options, settings, hub.bind(), secret, ledger_llm)
+    observability = {"log_format": log_format, "log_level": log_level, "otlp_endpoint": otlp_endpoint}
+    return replica.bind(model, options, settings, hub.bind(), secret, ledger_llm, observability)
 
 
 def build(args: dict[str, Any]) -> Any:
@@ -260,7 +285,8 @@ def build(args: dict[str, Any]) -> Any:
 
     Keys: ``model`` (required), the scorer options (``device``, ``dtype``, ``max_length``, ``batch_tokens``,
     ``revision``, ``local_files_only``), the app limits of :func:`application`, ``replicas`` or
-    ``min_replicas``/``max_replicas``, ``replica_cpus``, ``replica_gpus``, ``ledger_llm``. The API key
+    ``min_replicas``/``max_replicas``, ``replica_cpus``, ``replica_gpus``, ``ledger_llm``, ``log_format``,
+    ``log_level``, ``otlp_endpoint``. The API key
     comes from ``$ZERANK_API_KEY`` on the replicas (never from the config file).
     """
     values = dict(args)
@@ -273,10 +299,17 @@ def build(args: dict[str, Any]) -> Any:
     counts = {key: _int(values.pop(key)) for key in ("replicas", "min_replicas", "max_replicas") if key in values}
     extra = {key: float(values.pop(key)) for key in ("replica_cpus", "replica_gpus") if key in values}
     ledger_llm = values.pop("ledger_llm", None)
+    observability = {key: str(values.pop(key)) for key in ("log_format", "log_level", "otlp_endpoint") if key in values}
     if values:
         raise ValueError(f"unknown Serve config args {sorted(values)}")
     return application(
-        model, scorer_options=scorer_options, app_settings=app_settings, ledger_llm=ledger_llm, **counts, **extra
+        model,
+        scorer_options=scorer_options,
+        app_settings=app_settings,
+        ledger_llm=ledger_llm,
+        **counts,
+        **extra,
+        **observability,
     )
 
 
@@ -318,6 +351,9 @@ def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
             replica_cpus=args.replica_cpus,
             api_key=api_key,
             ledger_llm=args.ledger_llm,
+            log_format=args.log_format,
+            log_level=args.log_level,
+            otlp_endpoint=args.otlp_endpoint,
         )
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
