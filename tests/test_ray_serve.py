@@ -27,6 +27,8 @@ from zerank_integrations.ray_support import RAY_INSTALL_HINT
 from zerank_integrations.serving import RemoteScorer
 
 REPLICA_PREFIX = "SERVE_REPLICA::zerank#RerankReplica#"
+KEY = "ray-test-key-not-a-secret"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def _health(url: str) -> dict[str, Any]:
@@ -61,6 +63,7 @@ def ray_engine(
     command += ["--replica-cpus", "0.5", "--ray-address", address, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--model", str(checkpoint_dir), "--device", "cpu", "--batch-wait-ms", "5"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    env["ZERANK_API_KEY"] = KEY
     started = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -98,8 +101,8 @@ def test_sdks_64_at_once_answer_with_the_local_scores_on_both_replicas(
 
     url = ray_engine["url"]
     assert _health(url)["engine"] == "ray"
-    cohere_v2 = cohere.ClientV2(api_key="unused", base_url=url, timeout=60)
-    voyage = voyageai.Client(api_key="unused", base_url=f"{url}/v1", max_retries=0, timeout=60)
+    cohere_v2 = cohere.ClientV2(api_key=KEY, base_url=url, timeout=60)
+    voyage = voyageai.Client(api_key=KEY, base_url=f"{url}/v1", max_retries=0, timeout=60)
     work = request_workload(64)
 
     def one(i: int) -> list[tuple[int, float]]:
@@ -110,7 +113,7 @@ def test_sdks_64_at_once_answer_with_the_local_scores_on_both_replicas(
         if i % 3 == 1:
             voyage_answer = voyage.rerank(query, docs, model="zerank-2")
             return [(r.index, r.relevance_score) for r in voyage_answer.results]
-        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, timeout=60)
+        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, headers=AUTH, timeout=60)
         assert reply.status_code == 200, reply.text
         return [(item["index"], item["score"]) for item in reply.json()]
 
@@ -154,10 +157,15 @@ def test_sdks_64_at_once_answer_with_the_local_scores_on_both_replicas(
 
 def test_same_validation_errors_and_request_ids_as_the_local_server(ray_engine: dict[str, Any]) -> None:
     url = ray_engine["url"]
-    bad = httpx.post(f"{url}/v2/rerank", json={"query": " ", "documents": ["a"]}, headers={"X-Request-Id": "r-1"})
+    unauthorized = httpx.post(f"{url}/rerank", json={"query": "q", "texts": ["a"]})
+    assert unauthorized.status_code == 401 and unauthorized.json()["error_type"] == "Unauthorized"
+    assert _health(url)["auth"] is True  # /health stays open for load balancers
+    bad = httpx.post(
+        f"{url}/v2/rerank", json={"query": " ", "documents": ["a"]}, headers={**AUTH, "X-Request-Id": "r-1"}
+    )
     assert bad.status_code == 422 and bad.json() == {"id": "r-1", "message": "'query' is empty or whitespace-only"}
     assert bad.headers.get_list("x-request-id")[0] == "r-1"
-    tei = httpx.post(f"{url}/rerank", content=b"{bad", headers={"content-type": "application/json"})
+    tei = httpx.post(f"{url}/rerank", content=b"{bad", headers={**AUTH, "content-type": "application/json"})
     assert tei.status_code == 400 and tei.json()["error_type"] == "Validation"
 
 
@@ -177,7 +185,7 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
     before = _replica_actors(ray_cluster)
     assert len(before) == 2
     work = request_workload(48)
-    remote = RemoteScorer(url, model="zerank-2", family="zerank", api_key="unused", timeout=30, max_retries=6)
+    remote = RemoteScorer(url, model="zerank-2", family="zerank", api_key=KEY, timeout=30, max_retries=6)
     answered = threading.Event()
     raw_statuses: list[int] = []
     remote_answers: dict[int, list[float]] = {}
@@ -189,7 +197,7 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
 
     def plain_client(i: int) -> None:
         query, docs = work[i]
-        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, timeout=30)  # raises past it
+        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, headers=AUTH, timeout=30)
         raw_statuses.append(reply.status_code)
 
     with ThreadPoolExecutor(8) as pool:
@@ -245,6 +253,11 @@ def test_serve_config_builds_and_refuses_mistakes() -> None:
     (app_config,) = config["applications"]
     assert app_config["import_path"] == "zerank_integrations.serving.ray_serve:build"
     assert type(build(app_config["args"])).__name__ == "Application"
+    gpu = application("m", replicas=3, scorer_options={"device": "cuda"})._bound_deployment
+    assert (gpu.num_replicas, gpu.ray_actor_options) == (3, {"num_cpus": 1.0, "num_gpus": 1.0})  # one GPU each
+    scaled = application("m", min_replicas=1, max_replicas=4)._bound_deployment._deployment_config
+    assert (scaled.autoscaling_config.min_replicas, scaled.autoscaling_config.max_replicas) == (1, 4)
+    assert scaled.max_ongoing_requests == 256  # high, so concurrent requests reach the replica's batcher
     with pytest.raises(ValueError, match=r"args\.model"):
         build({})
     with pytest.raises(ValueError, match="unknown Serve config args"):
