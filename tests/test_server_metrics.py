@@ -333,3 +333,60 @@ async def test_over_max_concurrent_requests_get_429_with_retry_after(scorer: Zer
     assert len(answers) == 2 and all(r.status_code == 200 for r in answers)
     expected = scorer.score("slow question", DOCS)
     assert all(close_to(in_input_order(r.json(), len(DOCS), "score"), expected) for r in answers)
+
+
+def test_serve_exports_spans_to_an_otlp_collector(checkpoint_dir: Path, tmp_path: Path) -> None:
+    """``serve --otlp-endpoint``: the real OTLP/gRPC exporter sends the spans to a collector on loopback."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[Any] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:  # the gRPC method name
+            received.extend(span for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    grpc_port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    port = free_port()
+    command = [sys.executable, "-m", "zerank_integrations.serving", "--model", str(checkpoint_dir), "--device", "cpu"]
+    command += ["--port", str(port), "--otlp-endpoint", f"http://127.0.0.1:{grpc_port}"]
+    env = {**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    with open(tmp_path / "serve.log", "wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+                try:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            reply = httpx.post(
+                f"{url}/rerank",
+                json={"query": QUERY, "texts": DOCS},
+                headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+                timeout=30,
+            )
+            assert reply.status_code == 200
+            deadline = time.monotonic() + 30
+            while not any(span.name == "POST /rerank" for span in received):
+                assert time.monotonic() < deadline, "no span reached the collector"
+                time.sleep(0.1)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            collector.stop(0)
+    server = next(span for span in received if span.name == "POST /rerank")
+    assert server.trace_id.hex() == trace_id and server.parent_span_id.hex() == parent_id
+    children = {span.name for span in received if span.parent_span_id == server.span_id}
+    assert children == {"queue", "tokenize", "model"}

@@ -318,6 +318,8 @@ def create_app(
                 await cluster.stop()
             if state.batcher is not None:
                 await state.batcher.close()
+            if tracer.enabled:
+                await asyncio.get_running_loop().run_in_executor(None, tracer.flush)
 
     app.router.lifespan_context = lifespan
 

@@ -24,6 +24,7 @@ class RequestTracer:
 
     def __init__(self, provider: Any | None) -> None:
         self.enabled = provider is not None
+        self._provider = provider
         if not self.enabled:
             return
         from opentelemetry import propagate, trace
@@ -56,6 +57,12 @@ class RequestTracer:
                 name, context=context, start_time=start, attributes=batch if name == "model" else None
             )
             child.end(end_time=max(start, end))
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Export the spans still buffered (shutdown: the process may end by a re-raised signal, skipping atexit)."""
+        flush = getattr(self._provider, "force_flush", None)
+        if callable(flush):
+            flush(int(timeout_s * 1000))
 
     @staticmethod
     def finish(span: Any | None, status: int, attributes: Mapping[str, Any]) -> None:
