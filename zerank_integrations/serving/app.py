@@ -244,13 +244,12 @@ def create_app(
     secret = api_key if isinstance(api_key, SecretStr) or api_key is None else SecretStr(api_key)
     if secret is not None and not secret.get_secret_value():
         raise ValueError("api_key is empty; pass None to disable authentication")
-    _Admission(max_concurrent_requests)  # validate now, not at the first request
     batcher_settings = {
         "max_wait_ms": batch_wait_ms,
         "max_batch_pairs": max_batch_pairs,
         "max_queued_requests": max_queued_requests,
     }
-    MicroBatcher(scorer if loader is None else _NoScorer(), **batcher_settings)  # type: ignore[arg-type]
+    MicroBatcher.check_settings(**batcher_settings)
     metrics = ServerMetrics()
     readiness = Readiness()
     tracer = RequestTracer(tracer_provider)
@@ -296,6 +295,11 @@ def create_app(
                 adopt(await loop.run_in_executor(None, loader))
             if warm_up:
                 await loop.run_in_executor(None, state.scorer.score_pairs_details, [("warm-up", "warm-up")])
+        except (OSError, ValueError, RuntimeError) as error:  # a wrong model or option: one line, no traceback
+            logger.error(
+                "the model could not be loaded or warmed up (/ready stays 503): %s", " ".join(str(error).split())
+            )
+            return
         except Exception:
             logger.exception("the model could not be loaded or warmed up; /ready stays 503")
             return
@@ -475,16 +479,6 @@ def create_app(
 
 
 _RETRY_HEADERS = {"Retry-After": str(RETRY_AFTER_S)}
-
-
-class _NoScorer:
-    """Stands in for a scorer still loading, only to validate the batcher settings up front."""
-
-    def score_pairs_details(self, pairs: Sequence[tuple[str, ...]]) -> list[Any]:
-        raise RuntimeError("no model loaded")
-
-    def truncate_texts(self, texts: Sequence[str], max_tokens: int) -> list[str]:
-        raise RuntimeError("no model loaded")
 
 
 def _count_scored(metrics: ServerMetrics, record: RequestRecord, details: Sequence[Any], savings: Any) -> None:

@@ -140,12 +140,9 @@ class MicroBatcher:
         max_queued_requests: int = 4096,
         observer: BatchObserver | None = None,
     ) -> None:
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        if max_batch_pairs < 1:
-            raise ValueError(f"max_batch_pairs must be >= 1, got {max_batch_pairs}")
-        if max_queued_requests < 1:
-            raise ValueError(f"max_queued_requests must be >= 1, got {max_queued_requests}")
+        self.check_settings(
+            max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, max_queued_requests=max_queued_requests
+        )
         self._scorer = scorer
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch_pairs = max_batch_pairs
@@ -160,6 +157,16 @@ class MicroBatcher:
         self._last_batch_requests = 0
         self._stats_lock = threading.Lock()
         self._observer = observer
+
+    @staticmethod
+    def check_settings(*, max_wait_ms: float, max_batch_pairs: int, max_queued_requests: int) -> None:
+        """Refuse bad settings up front (a server checks them before its model has loaded)."""
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if max_batch_pairs < 1:
+            raise ValueError(f"max_batch_pairs must be >= 1, got {max_batch_pairs}")
+        if max_queued_requests < 1:
+            raise ValueError(f"max_queued_requests must be >= 1, got {max_queued_requests}")
 
     @property
     def queued(self) -> int:
