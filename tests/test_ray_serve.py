@@ -82,6 +82,9 @@ def ray_engine(
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            from ray import serve
+
+            serve.shutdown()  # `serve` left the shared cluster's Serve (controller, proxy) up; the suite stops it
 
 
 def _in_input_order(pairs: list[tuple[int, float]], n: int) -> list[float]:
