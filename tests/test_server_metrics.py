@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _processes import running_service
 from _serving_support import DOCS, QUERY, close_to, free_port, in_input_order, serve_in_thread
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -358,19 +359,9 @@ def test_serve_exports_spans_to_an_otlp_collector(checkpoint_dir: Path, tmp_path
     command += ["--port", str(port), "--otlp-endpoint", f"http://127.0.0.1:{grpc_port}"]
     env = {**os.environ, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-    with open(tmp_path / "serve.log", "wb") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with running_service(command, f"{url}/ready", tmp_path / "serve.log", env=env):
             reply = httpx.post(
                 f"{url}/rerank",
                 json={"query": QUERY, "texts": DOCS},
@@ -382,10 +373,8 @@ def test_serve_exports_spans_to_an_otlp_collector(checkpoint_dir: Path, tmp_path
             while not any(span.name == "POST /rerank" for span in received):
                 assert time.monotonic() < deadline, "no span reached the collector"
                 time.sleep(0.1)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-            collector.stop(0)
+    finally:
+        collector.stop(0)
     server = next(span for span in received if span.name == "POST /rerank")
     assert server.trace_id.hex() == trace_id and server.parent_span_id.hex() == parent_id
     children = {span.name for span in received if span.parent_span_id == server.span_id}
