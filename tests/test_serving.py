@@ -246,7 +246,7 @@ def auth_server(checkpoint_dir: Path) -> Iterator[tuple[str, str, subprocess.Pop
             if proc.poll() is not None:
                 raise RuntimeError(f"serve exited early: {proc.stdout.read() if proc.stdout else ''}")
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
