@@ -23,6 +23,9 @@ def ray_cluster() -> Iterator[ModuleType]:
 
     ray = require_ray("the Ray tests")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+    data = require_ray("the Ray tests", "ray.data")
+    data.DataContext.get_current().enable_progress_bars = False  # keep test logs readable
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = False
     if not ray.is_initialized():
         ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING)

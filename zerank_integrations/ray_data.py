@@ -6,7 +6,9 @@ other caller, one row at a time, so a row's scores are exactly what an in-proces
 
 >>> ds = ray.data.from_items([{"query": q, "documents": docs, "ids": ids}, ...])
 >>> out = ds.map_batches(RerankBatches, fn_constructor_kwargs={"model": path, "top_n": 5, "llm": "gpt-4o"},
-...                      concurrency=2, num_gpus=1, batch_size=8).materialize()
+...                      compute=ray.data.ActorPoolStrategy(size=2), num_gpus=1, batch_size=8).materialize()
+
+(``compute=ActorPoolStrategy(size=N)`` is what ``concurrency=N`` was before Ray 2.51 deprecated it.)
 >>> dataset_savings(out)["tokens_saved"]
 
 :func:`rerank_dataset` does the same with its options checked on the driver first (a typo fails there, in one
@@ -255,18 +257,20 @@ def rerank_dataset(
 ) -> Dataset:
     """``dataset.map_batches(RerankBatches, ...)`` with ``options`` checked here first (lazy, like map_batches).
 
-    ``workers`` is ``concurrency`` (one scorer each); ``num_gpus`` is per worker (1 puts each on its own GPU).
+    ``workers`` is the size of the actor pool (one scorer each; ``concurrency`` in Ray before 2.51);
+    ``num_gpus`` is per worker (1 puts each on its own GPU); ``batch_size`` counts rows (queries).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1 (rows per batch), got {batch_size!r}")
     settings = BatchRerankSettings.from_kwargs({"model": model, **options})
+    data = require_ray("rerank_dataset", "ray.data")
     gpus: dict[str, Any] = {} if not num_gpus else {"num_gpus": num_gpus}
     return dataset.map_batches(
         RerankBatches,
         fn_constructor_kwargs=settings.to_kwargs(),
-        concurrency=workers,
+        compute=data.ActorPoolStrategy(size=workers),  # Ray >= 2.51 deprecates concurrency= for this
         batch_size=batch_size,
         batch_format="numpy",
         **gpus,
