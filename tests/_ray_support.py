@@ -6,7 +6,6 @@ already initialised (by another fixture or the caller) is used as it is and left
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from types import ModuleType
@@ -18,20 +17,9 @@ RAY_CPUS = 2
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[ModuleType]:
-    """``ray``, initialised on a local cluster of ``RAY_CPUS`` CPUs, loopback only, no dashboard."""
-    from zerank_integrations.ray_support import require_ray
+    """``ray``, initialised on a local cluster of ``RAY_CPUS`` CPUs (loopback only, no dashboard)."""
+    from zerank_integrations.ray_data import ray_session
 
-    ray = require_ray("the Ray tests")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
-    data = require_ray("the Ray tests", "ray.data")
-    data.DataContext.get_current().enable_progress_bars = False  # keep test logs readable
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    started = False
-    if not ray.is_initialized():
-        ray.init(num_cpus=RAY_CPUS, include_dashboard=False, logging_level=logging.WARNING)
-        started = True
-    try:
+    with ray_session(RAY_CPUS, feature="the Ray tests") as ray:
         yield ray
-    finally:
-        if started:
-            ray.shutdown()

@@ -372,9 +372,10 @@ class RayRerankStage:
 
 
 @contextlib.contextmanager
-def ray_session(workers: int = 1, *, feature: str = "Ray Data") -> Iterator[ModuleType]:
+def ray_session(num_cpus: int | None = None, *, feature: str = "Ray Data") -> Iterator[ModuleType]:
     """``ray``, initialised for the duration: a Ray already initialised is used as it is; else ``RAY_ADDRESS``
-    is joined when set, or a local cluster with at least ``workers`` CPUs is started (and shut down after).
+    is joined when set, or a local cluster (``num_cpus`` CPUs, default all; no dashboard) is started and shut
+    down after.
 
     Ray Data's progress bars and INFO logs are silenced: the caller reports progress itself.
     """
@@ -386,7 +387,7 @@ def ray_session(workers: int = 1, *, feature: str = "Ray Data") -> Iterator[Modu
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = False
     if not ray.is_initialized():
-        local = {} if os.environ.get("RAY_ADDRESS") else {"num_cpus": max(os.cpu_count() or 1, workers)}
+        local = {} if os.environ.get("RAY_ADDRESS") or num_cpus is None else {"num_cpus": num_cpus}
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False, **local)
         started = True
     try:

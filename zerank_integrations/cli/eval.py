@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,7 @@ def _ray_stage(args: argparse.Namespace, workers: int) -> Iterator[Any]:
     local = Path(args.model).expanduser()
     model = str(local) if local.exists() else args.model
     options = scorer_options(args)
-    with ray_session(workers, feature="eval --engine ray") as ray:
+    # a local cluster gets a CPU per worker at least (each worker is an actor needing one)
+    with ray_session(max(os.cpu_count() or 1, workers), feature="eval --engine ray") as ray:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.get("device") != "cpu" else None
         yield RayRerankStage(model, options, workers=workers, num_gpus=gpus)
