@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from _ray_support import ray_cluster  # noqa: F401 - the session's Ray cluster fixture
 
@@ -144,6 +145,10 @@ def test_options_are_checked_on_the_driver() -> None:
         BatchRerankSettings(top_n=0)
     with pytest.raises(ValueError, match="score_threshold must be in"):
         BatchRerankSettings(score_threshold=1.5)
+    with pytest.raises(ValueError, match="unknown tiktoken encoding 'nope'"):
+        BatchRerankSettings(encoding="nope")
+    with pytest.raises(ValueError, match="price_per_million_input must be finite"):
+        BatchRerankSettings(llm="gpt-4o", price_per_million_input=-1.0)
     with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
         rerank_dataset(None, "m", workers=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="workers must be an int >= 1"):
@@ -170,6 +175,8 @@ def test_a_bad_row_is_named(checkpoint_dir: Path) -> None:
         rerank({"query": np.array(["q"], dtype=object), "documents": not_text})
     out = rerank({"query": np.array(["q"], dtype=object), "documents": docs})
     assert out["kept"][0] in (["a passage"], ["another"]) and out["n_candidates"].tolist() == [2]
+    as_pandas = rerank(pd.DataFrame({"query": ["q"], "documents": [["a passage", "another"]]}))  # batch_format="pandas"
+    assert {k: v.tolist() for k, v in as_pandas.items()} == {k: v.tolist() for k, v in out.items()}
 
 
 def test_importing_the_module_imports_no_ray_and_no_torch() -> None:

@@ -86,6 +86,7 @@ class BatchRerankSettings:
         object.__setattr__(self, "scorer_options", dict(self.scorer_options))
         object.__setattr__(self, "instruction", validate_instruction(self.instruction))
         self.policy  # noqa: B018 - validates threshold, top_n and budget now, on the driver
+        self.ledger()  # and the LLM / encoding / price: a worker must not be the first to find them wrong
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> BatchRerankSettings:
