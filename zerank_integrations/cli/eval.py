@@ -144,7 +144,8 @@ def run_eval(
 
 
 def _engine(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
-    """The rerank stage ``--engine`` asks for, as a context (Ray runs for the duration); ``None``: in process."""
+    """The rerank stage ``--engine`` asks for, as a context (Ray runs for its duration); it gives ``None`` for
+    ``local``: ``evaluate`` then reranks in this process."""
     engine = getattr(args, "engine", "local")  # ``demo`` shares run_eval without these flags
     workers = getattr(args, "workers", None)
     if engine != "ray":
