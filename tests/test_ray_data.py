@@ -177,6 +177,8 @@ def test_a_bad_row_is_named(checkpoint_dir: Path) -> None:
     assert out["kept"][0] in (["a passage"], ["another"]) and out["n_candidates"].tolist() == [2]
     as_pandas = rerank(pd.DataFrame({"query": ["q"], "documents": [["a passage", "another"]]}))  # batch_format="pandas"
     assert {k: v.tolist() for k, v in as_pandas.items()} == {k: v.tolist() for k, v in out.items()}
+    some_ids = pd.DataFrame({"query": ["q", "q"], "documents": [["x", "y"], ["z"]], "ids": [["a", "b"], None]})
+    assert rerank(some_ids)["kept_ids"].tolist() in ([["a"], None], [["b"], None])  # a row may come without ids
 
 
 def test_importing_the_module_imports_no_ray_and_no_torch() -> None:

@@ -179,9 +179,13 @@ class RerankBatches:
                 raise KeyError(f"RerankBatches needs a {column!r} column; got columns {sorted(batch)}")
         queries = list(batch["query"])
         documents = [_strings(docs, "documents", row) for row, docs in enumerate(batch["documents"])]
-        ids = [_strings(i, "ids", row) for row, i in enumerate(batch["ids"])] if "ids" in batch else None
+        ids = (
+            [None if _missing(i) else _strings(i, "ids", row) for row, i in enumerate(batch["ids"])]
+            if "ids" in batch
+            else None
+        )
         rows = [
-            self._row(query, docs, None if ids is None else ids[k])
+            self._row(query, docs, None if ids is None else ids[k], ids is not None)
             for k, (query, docs) in enumerate(zip(queries, documents, strict=True))
         ]
         out: dict[str, Any] = {name: _column(batch[name]) for name in batch}
@@ -189,11 +193,14 @@ class RerankBatches:
             out[name] = _column([row[name] for row in rows])
         return out
 
-    def _row(self, query: str, documents: list[str], ids: list[str] | None) -> dict[str, Any]:
+    def _row(self, query: str, documents: list[str], ids: list[str] | None, with_ids: bool) -> dict[str, Any]:
         if ids is not None and len(ids) != len(documents):
             raise ValueError(f"ids has {len(ids)} entries for {len(documents)} documents (query {query!r})")
         result = self.step.run(str(query), documents)
-        return row_columns(result, documents, ids)
+        row = row_columns(result, documents, ids)
+        if with_ids and ids is None:  # a row without ids in a dataset that has them
+            row["kept_ids"] = None
+        return row
 
 
 def row_columns(result: RerankResult, documents: Sequence[str], ids: Sequence[str] | None) -> dict[str, Any]:
@@ -231,15 +238,21 @@ def _strings(values: Any, column: str, row: int) -> list[str]:
     return [str(item) for item in items]  # np.str_ -> str
 
 
+def _missing(value: Any) -> bool:
+    """A cell a row left empty: ``None`` (numpy batches) or NaN (pandas batches)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _column(values: Iterable[Any]) -> Any:
     """A 1-D numpy column; lists stay one object per row (``np.array`` would stack equal-length lists)."""
     import numpy as np
 
     items = list(values)
-    if items and all(isinstance(v, (list, tuple, np.ndarray)) for v in items):
+    lists = [isinstance(v, (list, tuple, np.ndarray)) for v in items]
+    if any(lists) and all(is_list or v is None for is_list, v in zip(lists, items, strict=True)):
         column = np.empty(len(items), dtype=object)
         for index, value in enumerate(items):
-            column[index] = list(value)
+            column[index] = None if value is None else list(value)
         return column
     return np.asarray(items, dtype=object if any(v is None for v in items) else None)
 
