@@ -7,9 +7,9 @@ other caller, one row at a time, so a row's scores are exactly what an in-proces
 >>> ds = ray.data.from_items([{"query": q, "documents": docs, "ids": ids}, ...])
 >>> out = ds.map_batches(RerankBatches, fn_constructor_kwargs={"model": path, "top_n": 5, "llm": "gpt-4o"},
 ...                      compute=ray.data.ActorPoolStrategy(size=2), num_gpus=1, batch_size=8).materialize()
+>>> dataset_savings(out)["tokens_saved"]
 
 (``compute=ActorPoolStrategy(size=N)`` is what ``concurrency=N`` was before Ray 2.51 deprecated it.)
->>> dataset_savings(out)["tokens_saved"]
 
 :func:`rerank_dataset` does the same with its options checked on the driver first (a typo fails there, in one
 line, not inside a worker), and :class:`RayRerankStage` runs the rerank stage of ``evaluate`` through it.
