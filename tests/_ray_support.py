@@ -22,6 +22,7 @@ def ray_cluster() -> Iterator[Any]:
     """The ``ray`` module, initialised on a 2-CPU local cluster whose workers import this checkout."""
     ray = pytest.importorskip("ray")
     started = not ray.is_initialized()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
     if started:
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         ray.init(

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _ray_support import REPO_ROOT, ray_cluster  # noqa: F401 - the session fixture
+from _ray_support import REPO_ROOT
 from _serving_support import close_to, free_port, request_workload
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -51,7 +51,7 @@ def _wait(what: str, check: Any, timeout: float = 90) -> Any:
 
 @pytest.fixture(scope="module")
 def ray_engine(
-    ray_cluster: Any,  # noqa: F811 - the imported fixture
+    ray_cluster: Any,
     checkpoint_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
@@ -181,7 +181,7 @@ def _replica_actors(ray: Any) -> list[dict[str, str]]:
 
 def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
     ray_engine: dict[str, Any],
-    ray_cluster: Any,  # noqa: F811 - the imported fixture
+    ray_cluster: Any,
     scorer: ZerankScorer,
 ) -> None:
     url = ray_engine["url"]
