@@ -226,6 +226,11 @@ def uvicorn_config(app: Any, args: argparse.Namespace) -> Any:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted (the model loads while ``/health`` already answers); returns the exit code."""
+    if args.engine != "ray":  # usage mistakes first: a refused command leaves the process's logging as it was
+        for flag in ("replicas", "min_replicas", "max_replicas", "ray_address"):
+            if getattr(args, flag) is not None:
+                print(f"zerank-integrations serve: --{flag.replace('_', '-')} needs --engine ray", file=sys.stderr)
+                return 2
     configure_logging(args.log_level, args.log_format)
     if args.log_format == "json":
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no progress bars among the JSON lines
@@ -241,10 +246,6 @@ def run_serve(args: argparse.Namespace) -> int:
         from zerank_integrations.serving.ray_serve import run_ray
 
         return run_ray(args, api_key)
-    for flag in ("replicas", "min_replicas", "max_replicas", "ray_address"):
-        if getattr(args, flag) is not None:
-            print(f"zerank-integrations serve: --{flag.replace('_', '-')} needs --engine ray", file=sys.stderr)
-            return 2
     from zerank_integrations import ZerankScorer
     from zerank_integrations.serving.app import create_app
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from typing import Any
 
@@ -32,13 +33,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is written, not as it was when logging was configured
+    (a command run in-process, by a test or a notebook, must not leave a handler on a stream since closed)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str, log_format: str = "text", logger_name: str | None = None) -> None:
     """``text`` lines or ``json`` objects on stderr for ``logger_name`` (default: the root logger, for
     ``serve``), replacing its earlier handlers. A Ray replica configures only ``zerank_integrations``,
     leaving Ray's own loggers as Ray set them up."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
     target = logging.getLogger(logger_name)
     for old in list(target.handlers):
