@@ -13,6 +13,7 @@ from typing import Any
 
 from zerank_integrations.retrieval import Document, load_documents, read_queries_jsonl
 
+
 def _packaged_med() -> Path:
     import zerank_integrations
 
