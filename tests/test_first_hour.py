@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import subprocess
 import sys
 import threading
@@ -96,3 +97,75 @@ def test_main_command_and_examples_need_nothing_beside_the_clone() -> None:
     for path in [*(REPO_ROOT / "examples").glob("*.py"), *(REPO_ROOT / "zerank_integrations" / "cli").glob("*.py")]:
         text = path.read_text(encoding="utf-8")
         assert "shared/" not in text and '"shared"' not in text, path
+
+
+# -- no noise from the library's own calls ---------------------------------------------------------------------
+
+_LOAD_TWICE = """
+import os, sys
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
+from zerank_integrations.scoring.quiet import quiet_loading
+with quiet_loading():
+    AutoModelForCausalLM.from_pretrained(sys.argv[1])
+assert hf_logging.is_progress_bar_enabled(), "the switch was not put back"
+print("---", file=sys.stderr, flush=True)
+os.environ["ZERANK_SHOW_PROGRESS"] = "1"
+with quiet_loading():
+    AutoModelForCausalLM.from_pretrained(sys.argv[1])
+print("---", file=sys.stderr, flush=True)
+from zerank_integrations import ZerankScorer
+scorer = ZerankScorer(sys.argv[1], prefix_reuse=True)
+scorer.score("what is the lens of the eye?", ["The lens focuses light.", "Paris is in France."])
+"""
+
+
+def test_weight_loading_bars_only_when_asked_and_no_deprecation_warning(checkpoint_dir: Path) -> None:
+    """A fresh process (transformers warns once per process): a quiet load draws no bar, an asked-for one does,
+    and scoring with prefix reuse (the cache of a forward pass) logs no deprecation warning about our call."""
+    env = {k: v for k, v in os.environ.items() if k != "ZERANK_SHOW_PROGRESS"}
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_TWICE, str(checkpoint_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    quiet, asked, _scoring = done.stderr.split("---\n")
+    assert "Loading weights" not in quiet, quiet
+    assert "Loading weights" in asked
+    assert "deprecated" not in done.stderr, done.stderr
+
+
+def test_quiet_loading_is_shared_across_threads() -> None:
+    """Overlapping blocks in two threads: the bars stay off until the last one ends, then come back."""
+    from transformers.utils import logging as hf_logging
+
+    from zerank_integrations.scoring.quiet import quiet_loading
+
+    hf_logging.enable_progress_bar()
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with quiet_loading():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with quiet_loading():
+            second_in.set()
+            first_out.wait(5)
+            seen.append(hf_logging.is_progress_bar_enabled())  # the first block ended: still off for us
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [False]
+    assert hf_logging.is_progress_bar_enabled()
