@@ -169,3 +169,151 @@ def test_quiet_loading_is_shared_across_threads() -> None:
         thread.join()
     assert seen == [False]
     assert hf_logging.is_progress_bar_enabled()
+
+
+# -- ingest: the documents people have --------------------------------------------------------------------------
+
+
+def write_pdf(path: Path, pages: list[str]) -> Path:
+    """A minimal valid PDF (Helvetica text, one line per page) written by hand: no PDF library involved."""
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", ""]
+    kids = []
+    for text in pages:
+        page_no, content_no = len(objects) + 1, len(objects) + 2
+        kids.append(f"{page_no} 0 R")
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET"
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {content_no} 0 R "
+            f"/Resources << /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >> >>"
+        )
+        objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream")
+    objects[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(out)
+    return path
+
+
+HTML_PAGE = """<!doctype html><html><head><title>Eye  anatomy</title><style>p {color: red}</style>
+<script>var lens = "not text";</script></head><body><nav>Home</nav><h1>The lens</h1>
+<p>The crystalline lens focuses light&nbsp;on the retina.</p><ul><li>Cornea</li><li>Iris</li></ul></body></html>"""
+
+
+def test_readers_extract_html_and_pdf_text(tmp_path: Path) -> None:
+    from zerank_integrations.retrieval.readers import read_file
+
+    (tmp_path / "eye.html").write_text(HTML_PAGE, encoding="utf-8")
+    title, text = read_file(tmp_path / "eye.html")
+    assert title == "Eye anatomy"
+    assert text == "Home\n\nThe lens\n\nThe crystalline lens focuses light on the retina.\n\nCornea\n\nIris"
+    assert "not text" not in text and "color" not in text
+    pdf = write_pdf(tmp_path / "scurvy.pdf", ["Scurvy is caused by a lack of vitamin C.", "Second page here."])
+    assert read_file(pdf) == ("", "Scurvy is caused by a lack of vitamin C.\n\nSecond page here.")
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "mixed"
+    (folder / "web").mkdir(parents=True)
+    (folder / "notes.txt").write_text("Cataract is a clouding of the lens.", encoding="utf-8")
+    (folder / "web" / "eye.html").write_text(HTML_PAGE, encoding="utf-8")
+    write_pdf(folder / "scurvy.pdf", ["Scurvy is caused by a lack of vitamin C."])
+    write_pdf(folder / "scan.pdf", [""])  # no text layer
+    (folder / "table.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    (folder / "more.csv").write_text("a,b\n", encoding="utf-8")
+    (folder / "slides.docx").write_bytes(b"PK\x03\x04")
+    return folder
+
+
+def test_ingest_reads_pdf_and_html_and_says_what_it_skipped(
+    capsys: pytest.CaptureFixture[str], mixed_folder: Path, tmp_path: Path
+) -> None:
+    from zerank_integrations.retrieval import ChromaStore
+
+    chroma = tmp_path / "chroma"
+    code, out, err = run(capsys, "ingest", mixed_folder, "--chroma-path", chroma, "--collection", "mixed")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("ingested 3 documents")
+    assert lines[1] == (
+        "skipped 4 files: 2 .csv, 1 .docx (not a supported type: .txt, .md, .markdown, .html, .htm, .pdf); "
+        "1 .pdf (no text (a scanned PDF needs OCR first))"
+    )
+    stored = ChromaStore.open("mixed", path=chroma).collection.get()
+    by_id = dict(zip(stored["ids"], stored["documents"], strict=True))
+    assert sorted(by_id) == ["notes.txt", "scurvy.pdf", "web/eye.html"]
+    assert by_id["scurvy.pdf"] == "Scurvy is caused by a lack of vitamin C."
+    assert by_id["web/eye.html"].startswith("Eye anatomy\nHome\n\nThe lens")
+    # a single file is accepted as well as a folder; its id is its name
+    code, out, err = run(capsys, "ingest", mixed_folder / "scurvy.pdf", "--chroma-path", chroma, "--collection", "one")
+    assert code == 0, err
+    assert "ingested 1 documents" in out and "1 added" in out
+    assert ChromaStore.open("one", path=chroma).collection.get()["ids"] == ["scurvy.pdf"]
+
+
+def test_ingest_file_errors_are_one_line(
+    capsys: pytest.CaptureFixture[str], mixed_folder: Path, tmp_path: Path
+) -> None:
+    for path, expected in [
+        (mixed_folder / "table.csv", "table.csv: not a supported file type (supported: .txt, .md"),
+        (mixed_folder / "scan.pdf", "scan.pdf: no text (a scanned PDF needs OCR first)"),
+    ]:
+        code, _, err = run(capsys, "ingest", path, "--chroma-path", tmp_path / "c")
+        assert code == 1 and err.count("\n") == 1 and expected in err, err
+
+
+def test_pdf_without_pypdf_is_skipped_with_the_install_hint(
+    monkeypatch: pytest.MonkeyPatch, mixed_folder: Path
+) -> None:
+    from zerank_integrations.retrieval import CorpusError, read_documents
+
+    monkeypatch.setitem(sys.modules, "pypdf", None)  # as if the [pdf] extra were not installed
+    documents, skipped = read_documents(mixed_folder)
+    assert sorted(d.id for d in documents) == ["notes.txt", "web/eye.html"]
+    assert "2 .pdf (needs pypdf: pip install 'zerank-integrations[pdf]')" in skipped.describe()
+    with pytest.raises(CorpusError, match=r"scurvy\.pdf: reading \.pdf files needs pypdf: pip install"):
+        read_documents(mixed_folder / "scurvy.pdf")
+
+
+def test_ingest_progress_moves_per_document(tmp_path: Path) -> None:
+    """Progress is reported as each document is stored, not once per 256-document batch."""
+    from zerank_integrations.retrieval import ChromaStore, Document
+
+    docs = [Document(id=str(i), text=f"document number {i} about the lens of the eye") for i in range(70)]
+    store = ChromaStore.open("progress", path=tmp_path / "chroma", create=True)
+    steps: list[int] = []
+    store.upsert(docs, progress=steps.append)
+    assert sum(steps) == 70
+    assert len(steps) >= 3 and max(steps) <= store.embedder.batch_size
+    again: list[int] = []
+    store.upsert(docs, progress=again.append)  # nothing to embed: all done at once
+    assert again == [70]
+
+
+# -- what README shows ------------------------------------------------------------------------------------------
+
+
+def test_percent_saved_is_rounded_as_readme_shows() -> None:
+    from zerank_integrations import TokenLedger
+
+    ledger = TokenLedger(encoding="o200k_base")
+    candidates = ["a b c d e f g", " h", "ij k l"]  # 13 tokens, 6 saved: 46.153846...
+    saving = ledger.record("q", candidates, candidates[:1])
+    exact = 100 * saving.tokens_saved / saving.tokens_in
+    assert exact != round(exact, 2)  # the inputs do give a long fraction
+    assert saving.percent_saved == round(exact, 2) == ledger.summary()["percent_saved"]
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("ledger.summary()\n# ", 1)[1].split("}", 1)[0]
+    tokens_in = int(shown.split("'tokens_in': ", 1)[1].split(",")[0])
+    saved = int(shown.split("'tokens_saved': ", 1)[1].split(",")[0])
+    percent = shown.split("'percent_saved': ", 1)[1].split(",")[0]
+    assert percent == repr(round(100 * saved / tokens_in, 2))  # README's example is what the ledger prints
+    cost = float(shown.split("'cost_saved_usd': ", 1)[1].split(",")[0])
+    assert cost == saved * 2.5 / 1_000_000
