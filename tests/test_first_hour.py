@@ -317,3 +317,62 @@ def test_percent_saved_is_rounded_as_readme_shows() -> None:
     assert percent == repr(round(100 * saved / tokens_in, 2))  # README's example is what the ledger prints
     cost = float(shown.split("'cost_saved_usd': ", 1)[1].split(",")[0])
     assert cost == saved * 2.5 / 1_000_000
+
+
+# -- the command line ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["ingest", "docs", "--chunksize", "256"], "--chunksize -> --chunk-size"),
+        (["search", "q", "--top_n", "2"], "--top_n -> --top-n"),
+    ],
+)
+def test_flag_typo_prints_the_subcommands_usage_and_a_close_match(
+    capsys: pytest.CaptureFixture[str], args: list[str], hint: str
+) -> None:
+    code, _, err = run(capsys, *args)
+    assert code == 2
+    assert err.startswith(f"usage: zerank-integrations {args[0]} ")  # the subcommand's usage, not the top level
+    assert f"zerank-integrations {args[0]}: error: unrecognized arguments: " in err
+    assert f"(did you mean: {hint}?)" in err
+
+
+def test_subcommand_typo_gets_a_close_match(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "ingset", "docs")
+    assert code == 2 and "invalid choice: 'ingset'" in err and "did you mean 'ingest'?" in err
+
+
+def test_empty_question_without_reranker_does_not_blame_a_reranker(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "search", "  ", "--no-rerank", "--chroma-path", tmp_path)
+    assert code == 1 and err.count("\n") == 1
+    assert "question is empty or whitespace-only; a search needs a question" in err and "reranker" not in err
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "eval", "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "(default: beir-<name of the --beir folder>, or an existing collection holding exactly that corpus" in flat
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "Cohere, Voyage, Jina, TEI, Mixedbread, ZeroEntropy and vLLM" in " ".join(out.split())
+
+
+def test_eval_reuses_an_identical_collection(
+    capsys: pytest.CaptureFixture[str], med_chroma: Path, datasets_dir: Path, checkpoint_dir: Path
+) -> None:
+    """``demo``'s MED collection holds the same texts and vectors: ``eval --beir med`` embeds nothing again."""
+    from zerank_integrations.cli import DEMO_COLLECTION
+    from zerank_integrations.retrieval import connect
+
+    before = sorted(c.name for c in connect(path=med_chroma).list_collections())
+    args = ["eval", "--beir", datasets_dir / "med", "--out", med_chroma.parent / "eval-reuse", "--model"]
+    args += [checkpoint_dir, "--chroma-path", med_chroma, "--max-queries", "2", "--top-k", "10"]
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert f"reusing collection {DEMO_COLLECTION!r}" in out
+    assert sorted(c.name for c in connect(path=med_chroma).list_collections()) == before
+    assert "beir-med" not in before

@@ -36,13 +36,20 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--beir", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv")
     parser.add_argument("--out", type=Path, required=True, help="folder for eval.json, eval.md, eval.png")
-    add_eval_arguments(parser, collection_default=None)
+    add_eval_arguments(
+        parser,
+        collection_default=None,
+        collection_help="beir-<name of the --beir folder>, or an "
+        "existing collection holding exactly that corpus with the same embedding model",
+    )
     parser.set_defaults(handler=run)
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser, *, collection_default: str | None) -> None:
+def add_eval_arguments(
+    parser: argparse.ArgumentParser, *, collection_default: str | None, collection_help: str | None = None
+) -> None:
     """What ``eval`` and ``demo`` share."""
-    add_chroma_arguments(parser, collection_default=collection_default)
+    add_chroma_arguments(parser, collection_default=collection_default, collection_help=collection_help)
     add_chunking_arguments(parser)
     add_rerank_arguments(parser)
     parser.add_argument("--max-queries", type=positive_int, default=None, help="only the first N judged queries")
@@ -55,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
     name = args.collection or collection_name_for(args.beir)
     support.check_collection_name(name)
     collection = load_beir(args.beir)
+    if args.collection is None:  # an identical collection (e.g. the demo's MED) is reused, not embedded again
+        from zerank_integrations.cli.reuse import identical_collection
+
+        reused = identical_collection(args, collection, support.chunking(args), name)
+        if reused is not None:
+            print(f"reusing collection {reused!r}: it holds exactly this corpus with the same embedding model")
+            name = reused
     run_eval(args, collection, name, out=args.out)
     return 0
 
