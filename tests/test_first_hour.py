@@ -376,3 +376,26 @@ def test_eval_reuses_an_identical_collection(
     assert f"reusing collection {DEMO_COLLECTION!r}" in out
     assert sorted(c.name for c in connect(path=med_chroma).list_collections()) == before
     assert "beir-med" not in before
+
+
+def test_readme_cohere_snippet_runs_against_a_server_without_auth(
+    checkpoint_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's Cohere block, exactly as printed but for the port, with no key in the environment."""
+    import re
+
+    from _processes import free_port, running_service
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("\n```", 1)[0] for b in readme.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if "cohere.ClientV2(" in b]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "ZERANK_API_KEY"}
+    command = [sys.executable, "-m", "zerank_integrations.cli", "serve", "--model", str(checkpoint_dir)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    monkeypatch.delenv("ZERANK_API_KEY", raising=False)
+    with running_service(command, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log", env=env):
+        namespace: dict[str, object] = {}
+        exec(re.sub(r"http://localhost:8000", f"http://127.0.0.1:{port}", block), namespace)
+        reply = namespace["co"].rerank(model="m", query="lens?", documents=["The lens.", "Paris."], top_n=1)  # type: ignore[attr-defined]
+        assert len(reply.results) == 1
