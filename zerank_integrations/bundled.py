@@ -12,12 +12,13 @@ import hashlib
 import io
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
+
+from zerank_integrations.paths import user_cache_dir
 
 CACHE_DIR_ENV = "ZERANK_CACHE_DIR"
 QWEN3_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json")
@@ -30,13 +31,7 @@ def cache_dir() -> Path:
     env = os.environ.get(CACHE_DIR_ENV)
     if env:
         return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "zerank-integrations"
+    return user_cache_dir()
 
 
 def _archive_bytes() -> bytes:

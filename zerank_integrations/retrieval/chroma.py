@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from zerank_integrations.paths import user_data_dir
 from zerank_integrations.retrieval.base import Hit
 from zerank_integrations.retrieval.chunking import Chunk, ChunkingPolicy, chunk_documents
 from zerank_integrations.retrieval.corpus import Document
@@ -83,13 +83,7 @@ def default_chroma_path() -> Path:
     env = os.environ.get(CHROMA_PATH_ENV)
     if env:
         return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "zerank-integrations" / "chroma"
+    return user_data_dir() / "chroma"
 
 
 def _settings() -> Any:
