@@ -349,7 +349,8 @@ def test_empty_question_without_reranker_does_not_blame_a_reranker(
 ) -> None:
     code, _, err = run(capsys, "search", "  ", "--no-rerank", "--chroma-path", tmp_path)
     assert code == 1 and err.count("\n") == 1
-    assert "question is empty or whitespace-only; a search needs a question" in err and "reranker" not in err
+    assert "query is empty or whitespace-only; a search needs a question to retrieve for" in err
+    assert "reranker" not in err
 
 
 def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
