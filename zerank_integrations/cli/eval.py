@@ -62,19 +62,18 @@ def run(args: argparse.Namespace) -> int:
     name = args.collection or collection_name_for(args.beir)
     support.check_collection_name(name)
     collection = load_beir(args.beir)
-    if args.collection is None:  # an identical collection (e.g. the demo's MED) is reused, not embedded again
-        from zerank_integrations.cli.reuse import identical_collection
-
-        reused = identical_collection(args, collection, support.chunking(args), name)
-        if reused is not None:
-            print(f"reusing collection {reused!r}: it holds exactly this corpus with the same embedding model")
-            name = reused
-    run_eval(args, collection, name, out=args.out)
+    # without --collection, an identical collection (e.g. the demo's MED) is reused, not embedded again
+    run_eval(args, collection, name, out=args.out, reuse=args.collection is None)
     return 0
 
 
 def run_eval(
-    args: argparse.Namespace, collection: BeirCollection, collection_name: str, *, out: Path | None
+    args: argparse.Namespace,
+    collection: BeirCollection,
+    collection_name: str,
+    *,
+    out: Path | None,
+    reuse: bool = False,
 ) -> EvalResult:
     """Check everything cheap, load the reranker, then ingest, evaluate, print and write the report."""
     from zerank_integrations.evaluation import evaluate, kept_table, metrics_table, prepare_collection, tokens_table
@@ -87,6 +86,13 @@ def run_eval(
     ledger = support.make_ledger(args)
     scorer = support.load_scorer(args)  # a wrong --model fails here, before any ingest
     note = support.random_weights_note(scorer)
+    if reuse:
+        from zerank_integrations.cli.reuse import identical_collection
+
+        reused = identical_collection(args, collection, chunking, collection_name)
+        if reused is not None:
+            print(f"reusing collection {reused!r}: it holds exactly this corpus with the same embedding model")
+            collection_name = reused
     store = support.open_store(args, collection_name, create=True)
     with Progress(len(collection.corpus), f"ingest {store.name}", "document") as bar:
         prepare_collection(store, collection, batch_size=args.batch_size, chunking=chunking, progress=bar.update)

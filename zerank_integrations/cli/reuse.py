@@ -22,9 +22,17 @@ def identical_collection(
 
     ``None`` as well when ``default_name`` exists (it is used as before) or when nothing matches.
     """
-    from zerank_integrations.retrieval import ChromaStore, canonical_model_name, chunk_documents, connect
+    from zerank_integrations.retrieval import (
+        ChromaStore,
+        canonical_model_name,
+        chunk_documents,
+        connect,
+        default_chroma_path,
+    )
     from zerank_integrations.retrieval.chroma import EMBEDDING_MODEL_KEY
 
+    if args.chroma_url is None and not (args.chroma_path or default_chroma_path()).exists():
+        return None  # no database yet: nothing to reuse (and none is created just to look)
     client = connect(path=args.chroma_path, url=args.chroma_url)
     listed = {c.name: c for c in client.list_collections()}
     if default_name in listed:
