@@ -98,6 +98,10 @@ class ZerankReference(CausalModel):
         tail = self.encode(self.TAIL)
         return ids if len(ids) <= max_length else ids[: max_length - len(tail)] + tail
 
+    def raw(self, query: str, document: str, instruction: str | None = None, max_length: int | None = None) -> float:
+        return self.logit(self.ids(query, document, instruction, max_length), "Yes")
+
+
 # vLLM's zerank-2 score template (examples/pooling/score/template/zerank2.jinja), restated: query in the system
 # turn, document in the user turn, assistant turn opened; a non-blank `instruction` wraps the query.
 VLLM_ZERANK2_TEMPLATE = """

@@ -1,0 +1,151 @@
+"""Every supported model's published layout (and each plausible variant of it) loads, and scores exactly as its
+publisher's own code scores it.
+
+The layouts, file by file, and where each fact comes from, are data in ``zerank_integrations.layouts`` (its
+module docstring and each layout's ``sources`` and ``unconfirmed``); these tests build each one small with
+random weights. The publisher's code is the reference: ``sentence_transformers.CrossEncoder(folder).predict``
+where the layout ships sentence-transformers files or is a plain sequence classifier, else the model card's or
+package's recipe written out in ``_references`` (zerank-1's card, Qwen3-Reranker's card, the mxbai-rerank
+package) or, for a zerank-2 copy without sentence-transformers files, its own chat template rendered as the
+card's generation prompt asks. 60+ pairs per layout, texts with surrounding spaces and newlines, an empty
+document, non-ASCII text, an instruction where the family takes one; batch size 1 and many; with and without
+prefix reuse; fp32, within 1e-5.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from _references import MxbaiPackageReference, Qwen3CardReference, ZerankReference
+
+from zerank_integrations import ZerankScorer
+from zerank_integrations.families import FAMILIES
+from zerank_integrations.layouts import LAYOUTS, PublishedLayout, layouts_for
+from zerank_integrations.testing import build_test_checkpoint
+
+TOLERANCE = 1e-5
+INSTRUCTION = "Prefer peer-reviewed clinical evidence over opinion."
+QUERIES = ("What causes cancer?", "  Does vitamin D help bone density?  ", "\nwhy do cells divide?\n")
+EDGE_DOCUMENTS = (
+    "",
+    "x",
+    " leading space",
+    "trailing newline\n",
+    "\n\nleading blank lines then text",
+    "  spaces on both sides  ",
+    "Ünïcödé — «quotes», 日本語のテキスト, 🙂",
+    "a\nb\n\nc",
+    "tab\tseparated\tcolumns",
+    "\r\nwindows line end\r\n",
+)
+
+
+@pytest.fixture(scope="module")
+def documents(passages: list[str]) -> list[str]:
+    """Real passages (kept under the test models' limits) and edge cases: 22 documents."""
+    return [p[:300] for p in passages[:12]] + list(EDGE_DOCUMENTS)
+
+
+@pytest.fixture(scope="module")
+def pairs(documents: list[str]) -> list[tuple[str, str]]:
+    return [(query, document) for query in QUERIES for document in documents]  # 66 pairs
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, qwen3_tokenizer_dir: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("layouts")
+    return {
+        name: build_test_checkpoint(root / name.replace("/", "--"), qwen3_tokenizer_dir, layout=name)
+        for name in LAYOUTS
+    }
+
+
+def reference_scores(layout: PublishedLayout, path: Path, items: list[tuple[str, str, str | None]]) -> list[float]:
+    """Raw scores of (query, document, instruction) items, computed by the publisher's own code."""
+    if layout.reference == "sentence-transformers":
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(str(path))
+        scores = []
+        for instruction in dict.fromkeys(i for _, _, i in items):
+            group = [(q, d) for q, d, i in items if i == instruction]
+            kwargs = {}
+            if instruction is not None and layout.family == "zerank":  # the recommended wrapping, done by the user
+                group = [(f"<query>{q}</query>\n<instruction>{instruction}</instruction>", d) for q, d in group]
+            elif instruction is not None:  # a template that takes the instruction itself
+                kwargs = {"processing_kwargs": {"chat_template": {"instruction": instruction}}}
+            values = model.predict(group, activation_fn=torch.nn.Identity(), batch_size=7, **kwargs)
+            scores.append(iter([float(v) for v in values]))
+        by_instruction = dict(zip(dict.fromkeys(i for _, _, i in items), scores, strict=True))
+        return [next(by_instruction[i]) for _, _, i in items]
+    if layout.reference in ("chat-template", "zerank-card"):
+        zerank = ZerankReference(path)
+        return [zerank.raw(q, d, i) for q, d, i in items]
+    if layout.reference == "qwen3-card":
+        qwen3 = Qwen3CardReference(path)
+        out = []
+        for q, d, i in items:
+            raw, _ = qwen3.scores([(q, d)], i, 100_000)
+            out.extend(raw)
+        return out
+    mxbai = MxbaiPackageReference(path)
+    return [mxbai.raw([(q, d)], i, 8192)[0] for q, d, i in items]
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_layout_scores_as_its_publisher(
+    built: dict[str, Path], pairs: list[tuple[str, str]], documents: list[str], name: str
+) -> None:
+    layout, path = LAYOUTS[name], built[name]
+    items: list[tuple[str, str, str | None]] = [(q, d, None) for q, d in pairs]
+    if FAMILIES[layout.family].accepts_instruction:
+        items += [(QUERIES[0], d, INSTRUCTION) for d in documents[:8] + documents[12:]]
+    expected = reference_scores(layout, path, items)
+    many = ZerankScorer(str(path), prefix_reuse=False, batch_tokens=100_000)
+    assert many.family == layout.family  # read from the checkpoint: the loader refuses none of them
+    assert many.score_pairs(items, raw=True) == pytest.approx(expected, abs=TOLERANCE)
+    if layout.family != "cross-encoder":
+        reuse = ZerankScorer(str(path), prefix_reuse=True, batch_tokens=100_000)
+        assert reuse.score_pairs(items, raw=True) == pytest.approx(expected, abs=TOLERANCE)
+        assert reuse.stats.forward_passes < len(items) // 4  # shared prefixes, batched continuations
+    singles = [many.score(q, [d], instruction=i, raw=True)[0] for q, d, i in items[::5]]  # batch size 1
+    assert singles == pytest.approx(expected[::5], abs=TOLERANCE)
+
+
+def test_whitespace_reaches_the_model_as_the_template_renders_it(built: dict[str, Path]) -> None:
+    """zerank-2-reranker's own template inserts texts as given: padded texts score as padded (sentence-
+    transformers' path), unlike the stripping recipe of checkpoints without such a template (zerank-1)."""
+    published = ZerankScorer(str(built["zerank-2-reranker"]))
+    plain, padded = published.score("what is x?", ["x is a letter.", "x is a letter.\n"], raw=True)
+    assert published.loaded_model.template.source == "the checkpoint's chat template"
+    assert abs(plain - padded) > 1e-3
+    card = ZerankScorer(str(built["zerank-1"]))
+    assert card.loaded_model.template.source == "the family's recipe"
+    plain, padded = card.score("what is x?", ["x is a letter.", "x is a letter.\n"], raw=True)
+    assert plain == pytest.approx(padded, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["zerank-2-reranker", "zerank-2-reranker/unconditional-header"])
+def test_truncated_pairs_keep_the_suffix(built: dict[str, Path], pairs: list[tuple[str, str]], name: str) -> None:
+    """Over-long pairs follow the family's rule (query to its share, then the document cut before the template's
+    suffix), whitespace-padded texts included, with and without prefix reuse."""
+    reference = ZerankReference(built[name])
+    max_length = 64
+    long_query = "  which " + "long question words " * 40 + "?\n"
+    items = [*pairs[::3], (long_query, pairs[0][1]), (long_query, "\n\n" + pairs[1][1])]
+    expected = [reference.raw(q, d, None, max_length) for q, d in items]
+    assert sum(len(reference.ids(q, d)) > max_length for q, d in items) >= 10
+    for prefix_reuse in (False, True):
+        scorer = ZerankScorer(str(built[name]), max_length=max_length, prefix_reuse=prefix_reuse)
+        with pytest.warns(UserWarning, match="shortened"):
+            details = scorer.score_pairs_details(items)
+        assert [d.raw for d in details] == pytest.approx(expected, abs=TOLERANCE)
+        assert all(d.tokens <= max_length for d in details)
+
+
+def test_every_supported_model_has_a_layout() -> None:
+    for family in FAMILIES.values():
+        for model in family.models:
+            assert layouts_for(model.hub_id), f"{model.hub_id} has no published layout to test"
