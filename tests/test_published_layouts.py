@@ -149,3 +149,63 @@ def test_every_supported_model_has_a_layout() -> None:
     for family in FAMILIES.values():
         for model in family.models:
             assert layouts_for(model.hub_id), f"{model.hub_id} has no published layout to test"
+
+
+def test_what_the_zerank2_layout_says_is_read_once(built: dict[str, Path]) -> None:
+    from zerank_integrations.families import CheckpointFacts, LogitScoreHead
+
+    path = built["zerank-2-reranker"]
+    facts = CheckpointFacts.read(str(path), None, lambda f: (path / f).read_text() if (path / f).is_file() else None)
+    assert facts.architectures == ("Qwen3ForCausalLM",) and facts.sentence_transformers
+    assert facts.logit_score == LogitScoreHead(9454, None)
+    assert facts.chat is not None and facts.chat.as_dict() == {"add_generation_prompt": True}
+    assert facts.chat.message_format == "flat" and facts.chat.source == "sentence_bert_config.json"
+
+
+def test_a_template_without_its_generation_prompt_setting_is_refused(built: dict[str, Path], tmp_path: Path) -> None:
+    """zerank-2's template opens the assistant turn only with add_generation_prompt: without the setting that asks
+    for it, the prompt truly differs from zerank's, and the message shows where."""
+    import json
+    import shutil
+
+    from zerank_integrations.scoring import ModelLoadError
+
+    target = tmp_path / "no-setting"
+    shutil.copytree(built["zerank-2-reranker"], target)
+    config = json.loads((target / "sentence_bert_config.json").read_text())
+    del config["processing_kwargs"]
+    (target / "sentence_bert_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="renders a different prompt than the zerank recipe") as error:
+        ZerankScorer(str(target))
+    assert "the template renders '', the zerank recipe '<|im_start|>assistant\\n'" in str(error.value)
+
+
+def test_the_publishers_maximum_length_is_the_default(built: dict[str, Path]) -> None:
+    """bge-reranker-v2-m3 ships max_seq_length 1024 (where CrossEncoder truncates); gte-reranker says nothing
+    beyond its tokenizer's 8192."""
+    assert ZerankScorer(str(built["bge-reranker-v2-m3"])).max_length == 1024
+    assert ZerankScorer(str(built["gte-reranker-modernbert-base"])).max_length == 8192
+
+
+def test_adapters_score_the_published_zerank2_as_sentence_transformers(built: dict[str, Path]) -> None:
+    """LangChain and LlamaIndex adapters over the published layout: relevance scores are CrossEncoder's raw
+    "Yes" logits through zerank's calibration, sigmoid(logit / 5), whitespace-padded documents included."""
+    import math
+
+    from langchain_core.documents import Document
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+    from sentence_transformers import CrossEncoder
+
+    from zerank_integrations.langchain import ZerankRerank as LangChainRerank
+    from zerank_integrations.llama_index import ZerankRerank as LlamaIndexRerank
+
+    path = str(built["zerank-2-reranker"])
+    query, texts = "what is x?", ["x is a letter.\n", "  x marks the spot", "\n\nunrelated text"]
+    raw = CrossEncoder(path).predict([(query, t) for t in texts], activation_fn=torch.nn.Identity())
+    expected = {t: 1 / (1 + math.exp(-float(r) / 5)) for t, r in zip(texts, raw, strict=True)}
+    documents = [Document(page_content=t) for t in texts]
+    for document in LangChainRerank(model=path, top_n=3).compress_documents(documents, query):
+        assert document.metadata["relevance_score"] == pytest.approx(expected[document.page_content], abs=1e-6)
+    nodes = [NodeWithScore(node=TextNode(text=t), score=0.0) for t in texts]
+    for node in LlamaIndexRerank(model=path, top_n=3).postprocess_nodes(nodes, QueryBundle(query)):
+        assert node.score == pytest.approx(expected[node.node.get_content()], abs=1e-6)

@@ -1,5 +1,5 @@
-"""What a checkpoint says about itself, read once from its files: configs, sentence-transformers modules,
-chat-template settings and tokenizer settings.
+"""What a checkpoint says about itself, read once from its files: its architecture, its sentence-transformers
+modules (score head, chat-template settings, maximum length) and its chat template.
 
 Detection (``families.detection``) and the prompt the core builds read only this description, so a new
 published layout is a change here (which file says what), not in the loader. Nothing here imports torch or
@@ -65,13 +65,9 @@ class CheckpointFacts:
     remote_code: bool = False  # config.json has an ``auto_map`` (its code is never run here)
     sentence_transformers: bool = False  # ships modules.json
     logit_score: LogitScoreHead | None = None
-    transformer_task: str | None = None
-    pair_messages: bool = False  # sentence-transformers feeds pairs as ("query", "document") messages
     chat: ChatSettings | None = None  # how a pair is rendered, when the checkpoint says (sentence-transformers)
-    activation_fn: str | None = None
     chat_template: str | None = field(default=None, repr=False)
-    padding_side: str | None = None
-    model_max_length: int | None = None
+    max_seq_length: int | None = None  # sentence_bert_config.json: where sentence-transformers truncates
 
     @property
     def architecture(self) -> str:
@@ -100,14 +96,12 @@ class CheckpointFacts:
             path = f"{logit_module.get('path') or ''}/config.json".lstrip("/")
             logit_config = _mapping(load(path), path)
         sentence_bert = _mapping(load("sentence_bert_config.json"), "sentence_bert_config.json")
-        st_config = _mapping(load("config_sentence_transformers.json"), "config_sentence_transformers.json")
         tokenizer_config = _mapping(load("tokenizer_config.json"), "tokenizer_config.json")
         template = read_text("chat_template.jinja") or _inline_template(tokenizer_config.get("chat_template"))
         modality = _mapping(sentence_bert.get("modality_config"), "sentence_bert_config.json modality_config")
         message = modality.get("message")
-        pair_messages = isinstance(message, Mapping)
         chat = None
-        if modules is not None and pair_messages:
+        if modules is not None and isinstance(message, Mapping):  # pairs become ("query", "document") messages
             processing = _mapping(sentence_bert.get("processing_kwargs"), "processing_kwargs")
             kwargs = _mapping(processing.get("chat_template"), "processing_kwargs.chat_template")
             chat = ChatSettings(
@@ -115,7 +109,7 @@ class CheckpointFacts:
                 message_format=_message_format(message.get("format"), template),
                 source="sentence_bert_config.json",
             )
-        max_length = tokenizer_config.get("model_max_length")
+        max_seq_length = sentence_bert.get("max_seq_length")
         return cls(
             name=name,
             hub_id=hub_id,
@@ -124,13 +118,9 @@ class CheckpointFacts:
             remote_code=bool(config.get("auto_map")),
             sentence_transformers=modules is not None,
             logit_score=_logit_score(logit_config) if logit_module is not None else None,
-            transformer_task=sentence_bert.get("transformer_task"),
-            pair_messages=pair_messages,
             chat=chat,
-            activation_fn=st_config.get("activation_fn"),
             chat_template=template,
-            padding_side=tokenizer_config.get("padding_side"),
-            model_max_length=max_length if isinstance(max_length, int) else None,
+            max_seq_length=max_seq_length if isinstance(max_seq_length, int) and max_seq_length > 0 else None,
         )
 
 

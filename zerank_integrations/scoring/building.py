@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from zerank_integrations.families import ClassifierLogit, RerankerFamily
+from zerank_integrations.families import CheckpointFacts, ClassifierLogit, RerankerFamily
 from zerank_integrations.scoring import attention
 from zerank_integrations.scoring.batching import CostModel, device_speed
 from zerank_integrations.scoring.forward import CausalHeadForward, ClassifierForward, Forward
@@ -36,6 +36,7 @@ class BuiltModel:
 
 def build_model(
     source: CheckpointSource,
+    facts: CheckpointFacts,
     template: PromptTemplate,
     tokenizer: Any,
     tokens: Tokens,
@@ -56,7 +57,7 @@ def build_model(
         forward=forward,
         dtype=dtype,
         position_limit=limit,
-        default_max_length=_default_max_length(family, template, limit, name),
+        default_max_length=_default_max_length(family, template, limit, name, facts.max_seq_length),
         cost=_cost_model(forward, model_config, device, dtype, causal=causal_lm is not None),
         causal_lm=causal_lm,
     )
@@ -222,10 +223,16 @@ def _position_limit(model_config: Any, tokenizer: Any, family: RerankerFamily) -
     return min(limits) if limits else None
 
 
-def _default_max_length(family: RerankerFamily, template: PromptTemplate, limit: int | None, name: str) -> int:
+def _default_max_length(
+    family: RerankerFamily, template: PromptTemplate, limit: int | None, name: str, publisher: int | None
+) -> int:
+    """The family's default, else the publisher's (``max_seq_length`` of the sentence-transformers config, which
+    ``CrossEncoder`` truncates at), else what the model can attend to."""
     default = family.default_max_length
     if default is not None and not family.max_length_counts_template:
         default += len(template.head) + len(template.tail)
+    if default is None:
+        default = publisher
     if default is None:
         if limit is None:
             raise ModelLoadError(f"model {name!r} states no maximum length; pass max_length=")

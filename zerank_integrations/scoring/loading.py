@@ -221,7 +221,7 @@ def _load(
     device: torch.device,
     dtype: torch.dtype,
 ) -> LoadedModel:
-    built = build_model(source, template, tokenizer, tokens, device, dtype)
+    built = build_model(source, facts, template, tokenizer, tokens, device, dtype)
     if built.causal_lm is not None:
         check_fast_path(built, template, tokens, source.name)
     loaded = LoadedModel(
