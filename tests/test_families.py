@@ -318,14 +318,12 @@ def test_detection_rules_as_data() -> None:
         detect(causal, "zeroentropy/zerank-2", (16, None))
     with pytest.raises(ValueError, match="cannot tell which reranker family"):
         detect(causal, "someone/some-llm")
-    # An architecture only the checkpoint's own code implements (the remote-code zerank-2 of Nov 2025) is named,
-    # not mistaken for a cross-encoder.
-    with pytest.raises(
-        ValueError, match=r"ZeroEntropyForSequenceClassification \(model_type 'zeroentropy'\).*own code"
-    ):
-        detect(
-            "ZeroEntropyForSequenceClassification", "zeroentropy/zerank-2", model_type="zeroentropy", remote_code=True
-        )
+    # An architecture only the checkpoint's own code implements is not mistaken for a cross-encoder: zerank's own
+    # model type is read as the Qwen3 model its weights are; an unknown one is named and refused.
+    zeroentropy = {"model_type": "zeroentropy", "remote_code": True}
+    assert detect("ZeroEntropyForSequenceClassification", None, **zeroentropy) == "zerank"
+    with pytest.raises(ValueError, match=r"AcmeForSequenceClassification \(model_type 'acme'\).*own code"):
+        detect("AcmeForSequenceClassification", "acme/ranker", model_type="acme", remote_code=True)
 
 
 def test_mismatched_pair_template_is_refused(family_checkpoints: dict[str, Path], tmp_path: Path) -> None:

@@ -99,10 +99,14 @@ def test_layout_scores_as_its_publisher(
     built: dict[str, Path], pairs: list[tuple[str, str]], documents: list[str], name: str
 ) -> None:
     layout, path = LAYOUTS[name], built[name]
+    reference_path = path
+    if name == "zerank-1/remote-code":  # the card's code needs that layout's own code; the same weights, plainly
+        reference_path = built["zerank-1"]
+        assert (path / "model.safetensors").read_bytes() == (reference_path / "model.safetensors").read_bytes()
     items: list[tuple[str, str, str | None]] = [(q, d, None) for q, d in pairs]
     if FAMILIES[layout.family].accepts_instruction:
         items += [(QUERIES[0], d, INSTRUCTION) for d in documents[:8] + documents[12:]]
-    expected = reference_scores(layout, path, items)
+    expected = reference_scores(layout, reference_path, items)
     many = ZerankScorer(str(path), prefix_reuse=False, batch_tokens=100_000)
     assert many.family == layout.family  # read from the checkpoint: the loader refuses none of them
     assert many.score_pairs(items, raw=True) == pytest.approx(expected, abs=TOLERANCE)
@@ -143,6 +147,16 @@ def test_truncated_pairs_keep_the_suffix(built: dict[str, Path], pairs: list[tup
             details = scorer.score_pairs_details(items)
         assert [d.raw for d in details] == pytest.approx(expected, abs=TOLERANCE)
         assert all(d.tokens <= max_length for d in details)
+
+
+def test_remote_code_is_read_not_run(built: dict[str, Path]) -> None:
+    """zerank's remote-code layout (model_type "zeroentropy", its own tokenizer class) loads as the Qwen3 model its
+    weights are; modeling_zeranker.py is never imported."""
+    import sys
+
+    scorer = ZerankScorer(str(built["zerank-1/remote-code"]))
+    assert scorer.loaded_model.detected_by == "config.json model_type 'zeroentropy' (its own code, read as qwen3)"
+    assert not any("modeling_zeranker" in module for module in sys.modules)
 
 
 def test_every_supported_model_has_a_layout() -> None:

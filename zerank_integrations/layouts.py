@@ -236,6 +236,36 @@ LAYOUTS: dict[str, PublishedLayout] = {
             unconfirmed="config.json as a plain Qwen3ForCausalLM config (its 860 bytes were not seen)",
         ),
         PublishedLayout(
+            "zerank-1/remote-code",
+            "zerank",
+            ("zeroentropy/zerank-1", "zeroentropy/zerank-1-small"),
+            "Qwen3ForCausalLM",
+            (
+                "huggingface.co/zeroentropy/zerank-1/tree/main (modeling_zeranker.py, custom_code tag)",
+                "zerank-2's first upload (commit b269504) as its mlx port reads it: model_type 'zeroentropy', "
+                "ZeroEntropyForSequenceClassification, auto_map, yes_token_id 9454, ZeroEntropyTokenizer",
+            ),
+            chat_template=QWEN3_STOCK,
+            inline_template=True,
+            extra_files={"modeling_zeranker.py": _MODELING_ZERANKER},
+            config_extra={
+                "tie_word_embeddings": True,
+                "model_type": "zeroentropy",
+                "architectures": ["ZeroEntropyForSequenceClassification"],
+                "auto_map": {
+                    "AutoConfig": "modeling_zeranker.ZeroEntropyConfig",
+                    "AutoModelForSequenceClassification": "modeling_zeranker.ZeroEntropyForSequenceClassification",
+                },
+                "yes_token_id": 9454,
+            },
+            tokenizer_extra={
+                "tokenizer_class": "ZeroEntropyTokenizer",
+                "auto_map": {"AutoTokenizer": ["modeling_zeranker.ZeroEntropyTokenizer", None]},
+            },
+            reference="zerank-card",
+            unconfirmed="config.json and tokenizer_config.json as zerank-2's first, remote-code upload wrote them",
+        ),
+        PublishedLayout(
             "qwen3-reranker",
             "qwen3-reranker",
             ("Qwen/Qwen3-Reranker-0.6B", "Qwen/Qwen3-Reranker-4B", "Qwen/Qwen3-Reranker-8B"),

@@ -181,10 +181,12 @@ def _write_causal(out: Path, tokenizer_dir: Path, spec: PublishedLayout, shape: 
         eos_token_id=151645,
         pad_token_id=151643,
         architectures=[spec.architecture],
+        tie_word_embeddings=True,  # as every published causal reranker here (Qwen3-Reranker-8B excepted)
         **({"head_dim": shape.hidden // shape.heads} if spec.architecture == "Qwen3ForCausalLM" else {}),
-        **spec.config_extra,
     )
     model_class(config).eval().save_pretrained(out, safe_serialization=True)
+    _merge_json(out / "config.json", spec.config_extra)
+    _merge_json(out / "tokenizer_config.json", spec.tokenizer_extra)
 
 
 def _write_encoder(out: Path, spec: PublishedLayout, shape: _Shape, num_labels: int) -> None:
@@ -198,20 +200,20 @@ def _write_encoder(out: Path, spec: PublishedLayout, shape: _Shape, num_labels: 
     if not takes_types:  # XLM-R and ModernBERT tokenizers return no token type ids
         tokenizer.model_input_names = ["input_ids", "attention_mask"]
     tokenizer.save_pretrained(out)
-    if spec.tokenizer_extra:
-        config_path = out / "tokenizer_config.json"
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-        saved.update(spec.tokenizer_extra)
-        if not takes_types:
-            saved["model_input_names"] = ["input_ids", "attention_mask"]
-        _write_json(config_path, saved)
+    types = {} if takes_types else {"model_input_names": ["input_ids", "attention_mask"]}
+    _merge_json(out / "tokenizer_config.json", {**spec.tokenizer_extra, **types})
     config, model_class = _encoder_config(spec, shape, tokenizer, num_labels)
     model_class(config).eval().save_pretrained(out, safe_serialization=True)
-    if spec.config_extra:  # keys the config class would not keep (activation settings of sentence-transformers)
-        config_path = out / "config.json"
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
-        saved.update(spec.config_extra)
-        _write_json(config_path, saved)
+    _merge_json(out / "config.json", spec.config_extra)  # keys a config class would not keep (activations)
+
+
+def _merge_json(path: Path, values: dict[str, Any]) -> None:
+    """The published keys a saved file has on top of what transformers writes (``None`` removes a key)."""
+    if not values:
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved.update(values)
+    _write_json(path, {k: v for k, v in saved.items() if v is not None})
 
 
 def _encoder_config(spec: PublishedLayout, shape: _Shape, tokenizer: Any, num_labels: int) -> tuple[Any, Any]:

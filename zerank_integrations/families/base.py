@@ -131,6 +131,9 @@ class RerankerFamily:
     # How the query message carries an instruction when a checkpoint's own ("query", "document") chat template
     # has no ``instruction`` variable; None: such a checkpoint takes instructions only through its template.
     pair_template_instruction: str | None = None
+    # A publisher's own config ``model_type`` (remote code) -> the transformers model type its weights are, so
+    # such a checkpoint loads as that architecture without its code ever running.
+    remote_code_bases: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def accepts_instruction(self) -> bool:

@@ -79,6 +79,10 @@ def detect_family(
     names = ", ".join(repr(f.name) for f in families)
     architecture = facts.architecture
     if facts.remote_code and not _transformers_knows(facts.model_type):
+        for family in families:
+            if facts.model_type in family.remote_code_bases:
+                base = family.remote_code_bases[facts.model_type]
+                return family, f"config.json model_type {facts.model_type!r} (its own code, read as {base})"
         raise FamilyDetectionError(
             f"the checkpoint's config.json names {architecture or 'a custom architecture'} (model_type "
             f"{facts.model_type!r}), which runs only with the checkpoint's own code; remote code is never run here. "

@@ -47,4 +47,7 @@ ZERANK = RerankerFamily(
     },
     reference="zerank-2 model card; vLLM examples/pooling/score/template/zerank2.jinja for instructions",
     pair_template_instruction="<query>{query}</query>\n<instruction>{instruction}</instruction>",
+    # zerank-2's first upload and the zerank-1 repositories: model_type "zeroentropy" in config.json, served by
+    # modeling_zeranker.py; the weights are a plain Qwen3ForCausalLM's (the mlx and ONNX ports read them so).
+    remote_code_bases={"zeroentropy": "qwen3"},
 )

@@ -50,7 +50,8 @@ def build_model(
     if family.architecture == "sequence-classification":
         forward, model_config = _load_classifier(name, family, source, template, int(pad_id or 0), device, dtype)
     else:
-        forward, causal_lm = _load_causal(name, family, source, tokens, int(pad_id or 0), device, dtype)
+        config = _base_config(family, facts)
+        forward, causal_lm = _load_causal(name, family, source, tokens, int(pad_id or 0), device, dtype, config)
         model_config = causal_lm.config
     limit = _position_limit(model_config, tokenizer, family)
     return BuiltModel(
@@ -61,6 +62,18 @@ def build_model(
         cost=_cost_model(forward, model_config, device, dtype, causal=causal_lm is not None),
         causal_lm=causal_lm,
     )
+
+
+def _base_config(family: RerankerFamily, facts: CheckpointFacts) -> Any | None:
+    """For a checkpoint whose config names its publisher's own model type: the same settings as the
+    transformers architecture its weights are (``family.remote_code_bases``); ``None`` for any other."""
+    base = family.remote_code_bases.get(facts.model_type or "") if facts.remote_code else None
+    if base is None:
+        return None
+    from transformers import AutoConfig
+
+    settings = {k: v for k, v in facts.config.items() if k not in ("model_type", "auto_map", "architectures")}
+    return AutoConfig.for_model(base, **settings)
 
 
 def _from_pretrained(auto_class: Any, name: str, checkpoint: CheckpointSource, dtype: torch.dtype, **extra: Any) -> Any:
@@ -89,11 +102,15 @@ def _load_causal(
     pad_id: int,
     device: torch.device,
     dtype: torch.dtype,
+    config: Any | None = None,
 ) -> tuple[CausalHeadForward, Any]:
     """The body and the family's head row; the full causal LM is returned for the load-time check only."""
     from transformers import AutoModelForCausalLM
 
-    causal_lm = _from_pretrained(AutoModelForCausalLM, name, checkpoint, dtype, attn_implementation="sdpa")
+    extra: dict[str, Any] = {"attn_implementation": "sdpa"}
+    if config is not None:
+        extra["config"] = config
+    causal_lm = _from_pretrained(AutoModelForCausalLM, name, checkpoint, dtype, **extra)
     causal_lm.to(device)
     causal_lm.config.use_cache = False
     own_attention = _use_zerank_attention(causal_lm)

@@ -158,7 +158,7 @@ def load_replicas(
             return tuple(_CACHE[key_for(known, *place)] for place in places)
     source = CheckpointSource.resolve(model, revision, local_files_only, cache_dir, token)
     facts = source.facts()
-    tokenizer = source.tokenizer()
+    tokenizer = source.tokenizer(facts)
     tokens = Tokens(tokenizer)
     named_by_caller = chosen is not None
     if chosen is not None:

@@ -119,11 +119,16 @@ class CheckpointSource:
         except CheckpointReadError as error:
             raise ModelLoadError(f"model {self.name!r}: {error}") from None
 
-    def tokenizer(self) -> Any:
-        from transformers import AutoTokenizer
+    def tokenizer(self, facts: CheckpointFacts) -> Any:
+        """The checkpoint's tokenizer; one whose class lives in the checkpoint's own code is read from its
+        ``tokenizer.json`` (vocabulary, special tokens, chat template) without running that code."""
+        from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+        loader = AutoTokenizer
+        if facts.tokenizer_remote_code and self.file("tokenizer.json") is not None:
+            loader = PreTrainedTokenizerFast
         try:
-            return AutoTokenizer.from_pretrained(self.name, **self.options())
+            return loader.from_pretrained(self.name, **self.options())
         except (OSError, ValueError, ImportError) as error:
             raise ModelLoadError(_load_hint(self.name, self.revision, error)) from error
 
