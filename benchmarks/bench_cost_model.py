@@ -75,8 +75,8 @@ def main() -> int:
     for name in args.shapes.split(","):
         family, hidden, layers, heads, kv_heads, intermediate = SHAPES[name]
         path = work / name
-        if not (path / "config.json").is_file():
-            build_test_checkpoint(
+        if not (path / "config.json").is_file():  # a hub-cache layout returns its snapshot folder
+            path = build_test_checkpoint(
                 path,
                 family=family,
                 hidden_size=hidden,

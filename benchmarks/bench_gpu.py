@@ -275,10 +275,10 @@ def speed(
     template, tokens, max_length = ours.loaded_model.template, ours.loaded_model.tokens, ours.max_length
 
     def prompts(group: int, query: str, docs: list[str]) -> list[tuple[int, int, int]]:
-        segment = template.query_segment(tokens, query.strip(), None, max_length)
-        prefix = len(template.head) + len(segment.piece) + len(template.middle)
-        documents = tokens.ids([template.document_text(d.strip()) for d in docs])
-        return [(group, prefix, len(ids) + len(template.tail)) for ids in documents]
+        q = template.normalize(query, "")[0]
+        segment = template.query_segment(tokens, q, template.effective_instruction(None), max_length)
+        pairs = template.encode(tokens, [(segment, template.normalize_document(d)) for d in docs], max_length)
+        return [(group, len(pair.prefix), len(pair.continuation)) for pair in pairs]
 
     def measure(method: str, run: Any, workload: str, replicas: int = 1, scorer: Any = None) -> None:
         cases = groups[workload]

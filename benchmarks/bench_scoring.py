@@ -236,8 +236,7 @@ def prompt_shapes(args: argparse.Namespace, groups: list[tuple[str, list[str]]])
     for group, (query, docs) in enumerate(groups):
         q = template.normalize(query, "")[0]
         segment = template.query_segment(tokens, q, template.effective_instruction(None), limit)
-        for ids in tokens.ids([template.document_text(template.normalize_document(d)) for d in docs]):
-            pair = template.assemble(segment, ids, limit)
+        for pair in template.encode(tokens, [(segment, template.normalize_document(d)) for d in docs], limit):
             shapes.append([group, len(pair.prefix), len(pair.continuation)])
     return shapes
 

@@ -44,25 +44,46 @@ class CausalModel:
 
 # -- zerank ---------------------------------------------------------------------------------------------------
 class ZerankReference(CausalModel):
-    """zerank-2 as its card scores it: chat template, stripped query as system, stripped document as user,
-    generation prompt; the "Yes" logit. With an instruction, ZeroEntropy's recommended system message.
-    Over-long pairs: the query is cut to 3/4 of the room beside the template first, then the document."""
+    """zerank as its publisher scores it, written out; the "Yes" logit.
+
+    A checkpoint with its own ("query", "document") chat template (zerank-2-reranker, sentence-transformers
+    layout): that template with add_generation_prompt=True, texts as given, which is what
+    ``CrossEncoder(path).predict`` computes. Without one (zerank-1): the card's code, the stripped query as the
+    system message and the stripped document as the user message. An instruction wraps the query as
+    ``<query>…</query>\n<instruction>…</instruction>`` (ZeroEntropy's recommendation, vLLM's template).
+    Over-long pairs follow the family's rule: the query is cut to 3/4 of the room beside the template first,
+    then the rendered prompt's tokens are cut just before the template's suffix, which stays whole."""
 
     HEAD, MIDDLE, TAIL = "<|im_start|>system\n", "<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        probe = [{"role": "query", "content": "\ue000"}, {"role": "document", "content": "\ue001"}]
+        try:
+            rendered = self.tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        except Exception:
+            rendered = ""
+        self.pair_template = "\ue000" in rendered and "\ue001" in rendered
 
     def system(self, query: str, instruction: str | None) -> str:
         if instruction is None:
             return query
-        return f"<query>{query}</query>\n<instruction>{instruction.strip()}</instruction>"
+        instruction = instruction if self.pair_template else instruction.strip()
+        return f"<query>{query}</query>\n<instruction>{instruction}</instruction>"
+
+    def render(self, system: str, document: str) -> str:
+        roles = ("query", "document") if self.pair_template else ("system", "user")
+        messages = [{"role": roles[0], "content": system}, {"role": roles[1], "content": document}]
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def prompt(self, system: str, document: str) -> list[int]:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": document}]
-        return self.encode(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return self.encode(self.render(system, document))
 
     def ids(
         self, query: str, document: str, instruction: str | None = None, max_length: int | None = None
     ) -> list[int]:
-        query, document = query.strip(), document.strip()
+        if not self.pair_template:
+            query, document = query.strip(), document.strip()
         ids = self.prompt(self.system(query, instruction), document)
         if max_length is None or len(ids) <= max_length:
             return ids
@@ -73,9 +94,9 @@ class ZerankReference(CausalModel):
             keep = cap - (self.n(self.system(query, instruction)) - len(encoded["input_ids"]))
             query = query[: encoded["offset_mapping"][keep - 1][1]]
             assert self.n(self.system(query, instruction)) <= cap
-        room = content - self.n(self.system(query, instruction)) - self.n(self.MIDDLE)
-        document = self.tok.decode(self.encode(document)[:room])
-        return self.prompt(self.system(query, instruction), document)
+        ids = self.prompt(self.system(query, instruction), document)
+        tail = self.encode(self.TAIL)
+        return ids if len(ids) <= max_length else ids[: max_length - len(tail)] + tail
 
     def raw(self, query: str, document: str, instruction: str | None = None, max_length: int | None = None) -> float:
         return self.logit(self.ids(query, document, instruction, max_length), "Yes")

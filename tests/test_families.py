@@ -20,7 +20,15 @@ from _references import VLLM_ZERANK2_TEMPLATE, MxbaiPackageReference, Qwen3CardR
 
 from zerank_integrations import ZerankScorer
 from zerank_integrations.families import FAMILIES as FAMILY_TABLE
-from zerank_integrations.families import FAMILY_NAMES, KnownModel, detect_family, get_family, hub_id_from_path
+from zerank_integrations.families import (
+    FAMILY_NAMES,
+    CheckpointFacts,
+    KnownModel,
+    LogitScoreHead,
+    detect_family,
+    get_family,
+    hub_id_from_path,
+)
 from zerank_integrations.scoring import ModelLoadError
 from zerank_integrations.testing import build_test_checkpoint
 
@@ -78,7 +86,7 @@ def test_zerank_prompt_without_instruction_is_unchanged(
     template = scorer.loaded_model.template
     for instruction in (None, "", "   "):
         segment = template.query_segment(scorer.loaded_model.tokens, "What causes scurvy?", None, 1024)
-        pair = template.assemble(segment, scorer.loaded_model.tokens.ids(["Vitamin C."])[0], 1024)
+        (pair,) = template.encode(scorer.loaded_model.tokens, [(segment, "Vitamin C.")], 1024)
         assert list(pair.row.ids) == zerank_reference.prompt("What causes scurvy?", "Vitamin C.")
         assert scorer.score("What causes scurvy?", ["Vitamin C."], instruction=instruction, raw=True) == pytest.approx(
             [zerank_reference.raw("What causes scurvy?", "Vitamin C.")], abs=1e-5
@@ -90,8 +98,8 @@ def test_zerank_instruction_equals_vllm_template(
 ) -> None:
     template = jinja2.Environment().from_string(VLLM_ZERANK2_TEMPLATE)
     scorer = ZerankScorer(str(family_checkpoints["zerank"]))
-    for query, document in pairs[:10]:
-        messages = [{"role": "query", "content": query.strip()}, {"role": "document", "content": document.strip()}]
+    for query, document in pairs[:10]:  # texts as given: the checkpoint's own template inserts them so
+        messages = [{"role": "query", "content": query}, {"role": "document", "content": document}]
         ids = zerank_reference.encode(template.render(messages=messages, instruction=INSTRUCTION))
         expected = zerank_reference.logit(ids, "Yes")
         assert scorer.score(query, [document], instruction=INSTRUCTION, raw=True) == pytest.approx([expected], abs=1e-4)
@@ -195,23 +203,6 @@ def test_cross_encoder_takes_no_instruction(family_checkpoints: dict[str, Path])
     assert scorer.score("q", ["d"], instruction="  ") == scorer.score("q", ["d"])  # blank = none
 
 
-# -- sentence-transformers parity for the LLM families it can express ----------------------------------------
-@pytest.mark.parametrize("family", ["zerank", "qwen3-reranker"])
-def test_sentence_transformers_parity(
-    family_checkpoints: dict[str, Path], pairs: list[tuple[str, str]], family: str
-) -> None:
-    from sentence_transformers import CrossEncoder
-
-    cross_encoder = CrossEncoder(str(family_checkpoints[family]))  # Transformer + LogitScore, read from the folder
-    scorer = ZerankScorer(str(family_checkpoints[family]))
-    short = [(q, d[:400]) for q, d in pairs]
-    for instruction in (None, INSTRUCTION):
-        kwargs = {"processing_kwargs": {"chat_template": {"instruction": instruction}}} if instruction else {}
-        theirs = cross_encoder.predict(short, activation_fn=torch.nn.Identity(), batch_size=6, **kwargs)
-        ours = scorer.score_pairs([(q, d, instruction) for q, d in short], raw=True)
-        assert ours == pytest.approx([float(x) for x in theirs], abs=1e-4)
-
-
 # -- behaviour every family shares ----------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_long_query_never_empties_the_document(family_checkpoints: dict[str, Path], family: str) -> None:
@@ -240,7 +231,7 @@ def test_llm_families_keep_the_fast_path(family_checkpoints: dict[str, Path], pa
     assert work_plain.forward_passes < 10  # batched, not one pass per pair
     template = reuse.loaded_model.template
     segment = template.query_segment(reuse.loaded_model.tokens, long_query, template.effective_instruction(None), 1024)
-    prefix = len(template.head) + len(segment.piece) + len(template.middle)
+    prefix = len(segment.prefix)
     assert prefix > 150
     # The shared prefix is computed once instead of ten times (padding aside).
     assert work_plain.computed_tokens - work_reuse.computed_tokens >= 8 * prefix
@@ -263,7 +254,13 @@ def test_family_is_read_from_the_checkpoint(family_checkpoints: dict[str, Path],
     scorer = ZerankScorer(str(family_checkpoints[family]))
     assert scorer.family == family and scorer.calibration == get_family(family).calibration
     how = scorer.loaded_model.detected_by
-    assert ("architecture BertForSequenceClassification" in how) if family == "cross-encoder" else ("LogitScore" in how)
+    expected = {  # what each family's published layout says (see zerank_integrations.layouts)
+        "zerank": "sentence-transformers LogitScore(9454, None)",
+        "qwen3-reranker": "known hub id Qwen/Qwen3-Reranker-0.6B",
+        "mxbai-rerank-v2": "known hub id mixedbread-ai/mxbai-rerank-base-v2",
+        "cross-encoder": "config.json architecture BertForSequenceClassification",
+    }
+    assert how == expected[family]
     assert scorer.random_weights
 
 
@@ -298,39 +295,55 @@ def test_detection_rules_as_data() -> None:
     families = list(FAMILY_TABLE.values())
     ids = {"Yes": [9454], "yes": [9693], "no": [2152], "1": [16], "0": [15]}
 
-    def detect(config: dict[str, object], model_id: str | None, logit: dict[str, object] | None = None) -> str:
-        return detect_family(
-            config=config, families=families, model_id=model_id, logit_score=logit, token_ids=lambda t: ids[t]
-        )[0].name
+    def detect(architecture: str, model_id: str | None, logit: tuple[int, int | None] | None = None, **facts) -> str:
+        described = CheckpointFacts(
+            name="x",
+            hub_id=model_id,
+            architectures=(architecture,),
+            logit_score=LogitScoreHead(*logit) if logit else None,
+            **facts,
+        )
+        return detect_family(described, families, lambda t: ids[t])[0].name
 
-    causal = {"architectures": ["Qwen3ForCausalLM"]}
+    causal = "Qwen3ForCausalLM"
     assert detect(causal, "zeroentropy/zerank-2") == "zerank"  # the old id redirects to zerank-2-reranker
     assert detect(causal, "zeroentropy/zerank-2-reranker") == "zerank"
     assert detect(causal, "zeroentropy/zerank-1-small") == "zerank"
-    assert detect({"architectures": ["Qwen2ForCausalLM"]}, "mixedbread-ai/mxbai-rerank-large-v2") == "mxbai-rerank-v2"
-    assert (
-        detect({"architectures": ["XLMRobertaForSequenceClassification"]}, "BAAI/bge-reranker-v2-m3") == "cross-encoder"
-    )
+    assert detect("Qwen2ForCausalLM", "mixedbread-ai/mxbai-rerank-large-v2") == "mxbai-rerank-v2"
+    assert detect("XLMRobertaForSequenceClassification", "BAAI/bge-reranker-v2-m3") == "cross-encoder"
     # The checkpoint wins over the name: a LogitScore(yes, no) head under a zerank-looking name is Qwen3-Reranker.
-    assert detect(causal, "zeroentropy/zerank-2", {"true_token_id": 9693, "false_token_id": 2152}) == "qwen3-reranker"
-    assert detect(causal, None, {"true_token_id": 16, "false_token_id": 15}) == "mxbai-rerank-v2"
+    assert detect(causal, "zeroentropy/zerank-2", (9693, 2152)) == "qwen3-reranker"
+    assert detect(causal, None, (16, 15)) == "mxbai-rerank-v2"
     with pytest.raises(ValueError, match=r"LogitScore reads token ids \(16, None\), which matches no"):
-        detect(causal, "zeroentropy/zerank-2", {"true_token_id": 16, "false_token_id": None})
+        detect(causal, "zeroentropy/zerank-2", (16, None))
     with pytest.raises(ValueError, match="cannot tell which reranker family"):
         detect(causal, "someone/some-llm")
+    # An architecture only the checkpoint's own code implements is not mistaken for a cross-encoder: zerank's own
+    # model type is read as the Qwen3 model its weights are; an unknown one is named and refused.
+    zeroentropy = {"model_type": "zeroentropy", "remote_code": True}
+    assert detect("ZeroEntropyForSequenceClassification", None, **zeroentropy) == "zerank"
+    with pytest.raises(ValueError, match=r"AcmeForSequenceClassification \(model_type 'acme'\).*own code"):
+        detect("AcmeForSequenceClassification", "acme/ranker", model_type="acme", remote_code=True)
 
 
 def test_mismatched_pair_template_is_refused(family_checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """A LogitScore("Yes") head whose chat template renders another prompt is not zerank: refused, not guessed."""
+    """A LogitScore("Yes") head whose chat template renders another prompt is not zerank: refused, not guessed;
+    the message shows where the two prompts part. family= scores it with the recipe instead."""
     target = tmp_path / "odd"
     shutil.copytree(family_checkpoints["zerank"], target)
-    template = (target / "chat_template.jinja").read_text()
-    _zerank_pair, ordinary_chat = template.split("{%- else -%}", 1)  # keep the ordinary chat template as it is
-    odd_pair = "{%- if messages | selectattr('role', 'eq', 'query') | list -%}A: {{ messages[0].content }}\nB: "
-    odd_pair += "{{ messages[1].content }}\nRelevant?"
-    (target / "chat_template.jinja").write_text(odd_pair + "{%- else -%}" + ordinary_chat)
-    with pytest.raises(ModelLoadError, match="renders a different prompt than the zerank recipe"):
+    odd = (
+        "{%- for m in messages -%}{%- if m['role'] == 'query' -%}{{ '<|im_start|>system\\nQ: ' + m['content'] }}"
+        "{%- elif m['role'] == 'document' -%}"
+        "{{ '<|im_end|>\\n<|im_start|>user\\nD: ' + m['content'] + '<|im_end|>\\n' }}"
+        "{%- else -%}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{%- endif -%}"
+        "{%- endfor -%}{{ '<|im_start|>assistant\\n' }}"
+    )
+    (target / "chat_template.jinja").write_text(odd)
+    with pytest.raises(ModelLoadError, match="renders a different prompt than the zerank recipe") as error:
         ZerankScorer(str(target))
+    assert "from character 19 the template renders 'Q: What is the boiling point" in str(error.value)
+    forced = ZerankScorer(str(target), family="zerank")
+    assert forced.loaded_model.template.source == "the family's recipe"
 
 
 @pytest.mark.parametrize(

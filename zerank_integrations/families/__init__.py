@@ -15,13 +15,18 @@ from zerank_integrations.families.base import (
     ScoreHead,
     TokenLogit,
 )
+from zerank_integrations.families.checkpoint import (
+    ChatSettings,
+    CheckpointFacts,
+    CheckpointReadError,
+    LogitScoreHead,
+)
 from zerank_integrations.families.cross_encoder import CROSS_ENCODER
 from zerank_integrations.families.detection import (
     FamilyDetectionError,
     detect_family,
     family_for_hub_id,
     hub_id_from_path,
-    logit_score_config,
 )
 from zerank_integrations.families.mxbai_rerank import MXBAI_RERANK_V2
 from zerank_integrations.families.qwen3_reranker import QWEN3_RERANKER
@@ -48,10 +53,14 @@ def get_family(name: str | RerankerFamily) -> RerankerFamily:
 __all__ = [
     "FAMILIES",
     "FAMILY_NAMES",
+    "ChatSettings",
+    "CheckpointFacts",
+    "CheckpointReadError",
     "ClassifierLogit",
     "FamilyDetectionError",
     "KnownModel",
     "LogitDifference",
+    "LogitScoreHead",
     "PromptFormat",
     "RerankerFamily",
     "ScoreHead",
@@ -60,5 +69,4 @@ __all__ = [
     "family_for_hub_id",
     "get_family",
     "hub_id_from_path",
-    "logit_score_config",
 ]

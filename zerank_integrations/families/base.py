@@ -69,8 +69,10 @@ class PromptFormat:
     ``{instruction}``, ``{document}``). Where the fixed pieces come from is ``pieces``:
 
     - ``"literal"``: ``head``/``middle``/``tail`` as given, each text tokenized on its own;
-    - ``"chat_template"``: cut out of the tokenizer's own chat template, rendered with the query segment in
-      the first of ``chat_roles`` and the document segment in the second (generation prompt added);
+    - ``"chat_template"``: the tokenizer's own chat template, rendered with the query segment in the first of
+      ``chat_roles`` and the document segment in the second, with ``chat_kwargs`` (the generation prompt);
+      each prompt is tokenized as the rendered text would be, so text next to the slots merges as it does
+      there;
     - ``"tokenizer_pair"``: the special tokens (and token type ids) of the tokenizer's own pair encoding
       ``tokenizer(query, document)``, as cross-encoders are fed.
     """
@@ -86,6 +88,12 @@ class PromptFormat:
     chat_roles: tuple[str, str] = ("system", "user")
     strip: bool = False  # strip query, document and instruction before formatting
     joint_segments: bool = False  # the reference tokenizes query segment + middle + document segment as one text
+    chat_kwargs: tuple[tuple[str, object], ...] = (("add_generation_prompt", True),)  # for apply_chat_template
+    message_format: Literal["flat", "structured"] = "flat"  # message content: a string, or typed text parts
+    instruction_keyword: bool = False  # chat_template: the instruction is the template's ``instruction`` variable
+    # chat_template recipes: the whole prompt the recipe renders for plain texts ({query}, {document}), against
+    # which a checkpoint's own pair template is checked
+    expected_text: str | None = None
     # How an over-long query segment is shortened: "text" cuts the query text at a token boundary and
     # re-renders the segment (wrappers and instructions survive); "tokens" cuts the segment's token ids.
     query_truncation: Literal["text", "tokens"] = "text"
@@ -120,6 +128,12 @@ class RerankerFamily:
     hub_id_prefixes: tuple[str, ...] = ()  # other checkpoints of the family recognised by hub id
     vllm_hf_overrides: dict[str, object] | None = field(default=None, hash=False, compare=False)
     reference: str = ""  # where the recipe comes from
+    # How the query message carries an instruction when a checkpoint's own ("query", "document") chat template
+    # has no ``instruction`` variable; None: such a checkpoint takes instructions only through its template.
+    pair_template_instruction: str | None = None
+    # A publisher's own config ``model_type`` (remote code) -> the transformers model type its weights are, so
+    # such a checkpoint loads as that architecture without its code ever running.
+    remote_code_bases: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def accepts_instruction(self) -> bool:
@@ -128,6 +142,25 @@ class RerankerFamily:
     @property
     def default_instruction(self) -> str | None:
         return self.prompt.default_instruction
+
+    def pair_template_format(
+        self, chat_kwargs: tuple[tuple[str, object], ...], message_format: str, *, takes_instruction: bool
+    ) -> PromptFormat:
+        """The prompt of a checkpoint that ships a chat template for ("query", "document") messages: that
+        template renders the texts as given (sentence-transformers' ``CrossEncoder`` path), with the
+        publisher's settings; an instruction goes where the template takes it, else into the query message."""
+        with_instruction = "{query}" if takes_instruction else self.pair_template_instruction
+        return PromptFormat(
+            query="{query}",
+            document="{document}",
+            with_instruction=with_instruction,
+            pieces="chat_template",
+            chat_roles=("query", "document"),
+            chat_kwargs=chat_kwargs,
+            message_format="structured" if message_format == "structured" else "flat",
+            instruction_keyword=takes_instruction,
+            query_truncation=self.prompt.query_truncation,
+        )
 
     def known_hub_ids(self) -> tuple[str, ...]:
         return tuple(name for model in self.models for name in (model.hub_id, *model.aliases))

@@ -3,19 +3,19 @@
 Order: the architecture (``*ForSequenceClassification`` is a cross-encoder), then a sentence-transformers
 ``LogitScore`` module (its token ids name the score head, which each causal family declares), then the known
 hub ids of each family. A causal LM that none of these identifies is refused: guessing a prompt format would
-give silently wrong scores. Pure functions over already-read files: the core does the reading.
+give silently wrong scores; so is an architecture that exists only as the checkpoint's own code. Pure
+functions over what ``families.checkpoint.CheckpointFacts`` read from the checkpoint.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import PurePath
-from typing import Any
 
 from zerank_integrations.families.base import ClassifierLogit, LogitDifference, RerankerFamily, TokenLogit
+from zerank_integrations.families.checkpoint import CheckpointFacts
 
-LOGIT_SCORE_TYPE = "LogitScore"
 _CACHE_SNAPSHOT = re.compile(r"^models--(?P<owner>[^/\\]+?)--(?P<name>[^/\\]+)$")
 
 
@@ -48,14 +48,6 @@ def family_for_hub_id(model_id: str | None, families: Iterable[RerankerFamily]) 
     return None
 
 
-def logit_score_config(modules: list[Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
-    """The modules.json entry of a sentence-transformers ``LogitScore`` module, if the checkpoint has one."""
-    for module in modules or []:
-        if str(module.get("type", "")).rsplit(".", 1)[-1] == LOGIT_SCORE_TYPE:
-            return module
-    return None
-
-
 def family_for_logit_score(
     true_token_id: int,
     false_token_id: int | None,
@@ -77,47 +69,59 @@ def family_for_logit_score(
 
 
 def detect_family(
-    *,
-    config: Mapping[str, Any],
-    families: Iterable[RerankerFamily],
-    model_id: str | None,
-    logit_score: Mapping[str, Any] | None = None,
-    token_ids: Callable[[str], list[int]] | None = None,
+    facts: CheckpointFacts, families: Iterable[RerankerFamily], token_ids: Callable[[str], list[int]]
 ) -> tuple[RerankerFamily, str]:
-    """(family, how it was told) for a checkpoint, or ``FamilyDetectionError``.
+    """(family, how it was told) for a checkpoint, from its description alone, or ``FamilyDetectionError``.
 
-    ``config`` is the checkpoint's config.json, ``logit_score`` the parsed config of its ``LogitScore`` module
-    (``true_token_id``, ``false_token_id``), ``token_ids`` the checkpoint tokenizer's encoding of a string.
+    ``token_ids`` is the checkpoint tokenizer's encoding of a string (a LogitScore head names token ids).
     """
     families = list(families)
     names = ", ".join(repr(f.name) for f in families)
-    architectures = [str(a) for a in config.get("architectures") or []]
-    architecture = architectures[0] if architectures else ""
+    architecture = facts.architecture
+    if facts.remote_code and not _transformers_knows(facts.model_type):
+        for family in families:
+            if facts.model_type in family.remote_code_bases:
+                base = family.remote_code_bases[facts.model_type]
+                return family, f"config.json model_type {facts.model_type!r} (its own code, read as {base})"
+        raise FamilyDetectionError(
+            f"the checkpoint's config.json names {architecture or 'a custom architecture'} (model_type "
+            f"{facts.model_type!r}), which runs only with the checkpoint's own code; remote code is never run here. "
+            "Use a revision of the model that loads without trust_remote_code"
+        )
     if architecture.endswith("ForSequenceClassification"):
         for family in families:
             if isinstance(family.head, ClassifierLogit):
                 return family, f"config.json architecture {architecture}"
-    if logit_score is not None and token_ids is not None:
-        true_id = logit_score.get("true_token_id")
-        false_id = logit_score.get("false_token_id")
-        if isinstance(true_id, int) and (false_id is None or isinstance(false_id, int)):
-            family = family_for_logit_score(true_id, false_id, families, token_ids)
-            if family is not None:
-                return family, f"sentence-transformers LogitScore({true_id}, {false_id})"
-            raise FamilyDetectionError(
-                f"the checkpoint's sentence-transformers LogitScore reads token ids ({true_id}, {false_id}), which "
-                f"matches no supported family's score head; pass family= (one of {names}) if its prompt is one of "
-                "theirs"
-            )
-    family = family_for_hub_id(model_id, families)
+    if facts.logit_score is not None:
+        true_id, false_id = facts.logit_score.true_token_id, facts.logit_score.false_token_id
+        family = family_for_logit_score(true_id, false_id, families, token_ids)
+        if family is not None:
+            return family, f"sentence-transformers LogitScore({true_id}, {false_id})"
+        raise FamilyDetectionError(
+            f"the checkpoint's sentence-transformers LogitScore reads token ids ({true_id}, {false_id}), which "
+            f"matches no supported family's score head; pass family= (one of {names}) if its prompt is one of "
+            "theirs"
+        )
+    family = family_for_hub_id(facts.hub_id, families)
     if family is not None:
-        return family, f"known hub id {model_id}"
+        return family, f"known hub id {facts.hub_id}"
     kind = architecture or "an unknown architecture"
     raise FamilyDetectionError(
         f"cannot tell which reranker family this checkpoint ({kind}) belongs to: it has no sentence-transformers "
         f"LogitScore module and is not a known hub id. Pass family= (one of {names}); scoring it with a guessed "
         "prompt would give silently wrong scores"
     )
+
+
+def _transformers_knows(model_type: str | None) -> bool:
+    """Whether transformers itself implements ``model_type`` (its config table; no model code is imported)."""
+    if not model_type:
+        return False
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return True
+    return model_type in CONFIG_MAPPING_NAMES
 
 
 def _single(ids: list[int]) -> int | None:

@@ -26,6 +26,10 @@ ZERANK = RerankerFamily(
         pieces="chat_template",
         chat_roles=("system", "user"),
         strip=True,
+        # byte for byte what the Qwen3 chat template renders for this recipe (and zerank-2-reranker's own pair
+        # template, per the parity reports quoted in tests/test_published_layouts.py)
+        expected_text="<|im_start|>system\n{query}<|im_end|>\n<|im_start|>user\n{document}<|im_end|>\n"
+        "<|im_start|>assistant\n",
     ),
     default_max_length=32_768,  # "Context Length 32,768 tokens" on the zerank-2 card
     models=(
@@ -42,4 +46,8 @@ ZERANK = RerankerFamily(
         "method": "no_post_processing",
     },
     reference="zerank-2 model card; vLLM examples/pooling/score/template/zerank2.jinja for instructions",
+    pair_template_instruction="<query>{query}</query>\n<instruction>{instruction}</instruction>",
+    # zerank-2's first upload and the zerank-1 repositories: model_type "zeroentropy" in config.json, served by
+    # modeling_zeranker.py; the weights are a plain Qwen3ForCausalLM's (the mlx and ONNX ports read them so).
+    remote_code_bases={"zeroentropy": "qwen3"},
 )

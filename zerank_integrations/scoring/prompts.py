@@ -4,12 +4,17 @@ A family declares its prompt as pieces (:class:`~zerank_integrations.families.Pr
 
     head + query_segment + middle + document_segment + tail
 
-Rendering and tokenizing the whole prompt once per pair is correct but wasteful, and cutting the rendered
-string could cut the template's suffix. Instead the fixed pieces are tokenized once, the query segment once
-per (query, instruction), and only the document segment per pair. Where a family's reference recipe tokenizes
-several pieces as one string (zerank's chat template, Qwen3-Reranker's user turn, a cross-encoder's pair
-encoding) the split is checked on probe pairs when the template is built: concatenating the pieces' tokens
-must equal the reference tokenization, or the model is refused.
+Literal recipes and pair encodings tokenize the fixed pieces once, the query segment once per (query,
+instruction), and only the document segment per pair. Where such a recipe tokenizes several pieces as one
+string (Qwen3-Reranker's user turn, a cross-encoder's pair encoding) the split is checked on probe pairs when
+the template is built: concatenating the pieces' tokens must equal the reference tokenization, or the model is
+refused.
+
+Chat templates (zerank; any checkpoint that ships a ("query", "document") template) are the reference as
+rendered text: texts are inserted as given, so a document's leading newline merges with the template's
+newline before it, exactly as the template's own tokenization does. Each prompt is therefore tokenized as its
+whole rendered text; the tokens it shares with its query's rendered prefix (all but a boundary token, at most)
+are what prefix reuse computes once.
 
 Truncation keeps every fixed piece whole (the score is read at the last position, after the suffix):
 
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zerank_integrations.families import PromptFormat, RerankerFamily
@@ -35,6 +40,8 @@ _PROBES: tuple[tuple[str, str, str | None], ...] = (
     ("a", "", None),
     ("why?", "(a) list item: see /path/to/file.", "Answer in one word:"),
     ("  padded query ", " 7 leading digit", None),
+    ("\nnew line first\n", "\n\n  indented first line\n\ttab\n", "  spaced instruction  "),
+    ("Ünïcödé  ", "  日本語のテキスト 🙂\r\n", None),
 )
 
 
@@ -99,10 +106,19 @@ class Piece:
 
 @dataclass(frozen=True)
 class QuerySegment:
-    """A query (with its instruction) as tokens, possibly shortened to its share of the prompt."""
+    """A query (with its instruction) as tokens, possibly shortened to its share of the prompt.
 
-    piece: Piece
+    ``prefix`` is what every document of the query starts with: head + query segment + middle. Chat templates
+    also keep the rendered text around the document slot (``before``/``after``): their prompts are tokenized
+    as the whole rendered text, where the document's first characters can merge with the text before it.
+    """
+
+    prefix: Piece
+    suffix: Piece  # what every prompt of the query ends with (the template's tail)
+    query_tokens: int  # the query segment's own tokens (what the query share caps)
     truncated: bool
+    before: str | None = None  # chat templates: the rendered text before the document ...
+    after: str | None = None  # ... and after it
 
 
 @dataclass(frozen=True)
@@ -126,15 +142,20 @@ class PromptTemplate:
     """A family's prompt for one tokenizer: fixed pieces as tokens, and how the variable ones are made."""
 
     family: RerankerFamily
+    format: PromptFormat  # the family's recipe, or the checkpoint's own pair template (``from_checkpoint``)
     head: Piece
     middle: Piece
     tail: Piece
     query_type: int | None = None  # token type id of query tokens (tokenizer_pair families)
     document_type: int | None = None
+    source: str = "the family's recipe"  # where the prompt comes from, for messages and the README
+    _chat_cache: dict[str | None, tuple[str, str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @property
-    def format(self) -> PromptFormat:
-        return self.family.prompt
+    def accepts_instruction(self) -> bool:
+        return self.format.with_instruction is not None
 
     @property
     def overhead(self) -> int:
@@ -176,85 +197,170 @@ class PromptTemplate:
     # -- tokens -----------------------------------------------------------------------------------------
     def query_segment(self, tokens: Tokens, query: str, instruction: str | None, max_length: int) -> QuerySegment:
         """The query segment's tokens within ``query_cap``; normalized query, effective instruction."""
+        if self.format.pieces == "chat_template":
+            return self._chat_query_segment(tokens, query, instruction, max_length)
         cap = self.query_cap(max_length)
         ids = tokens.ids([self.query_text(query, instruction)])[0]
-        if len(ids) <= cap:
-            return QuerySegment(self._typed(ids, self.query_type), truncated=False)
-        if self.format.query_truncation == "text":
-            shortened = self._shorten_query_text(tokens, query, instruction, cap)
-            if shortened is not None:
-                return QuerySegment(self._typed(shortened, self.query_type), truncated=True)
-        return QuerySegment(self._typed(ids[:cap], self.query_type), truncated=True)
+        truncated = len(ids) > cap
+        if truncated:
+            shortened = None
+            if self.format.query_truncation == "text":
+                shortened = self._shorten_query_text(tokens, query, instruction, cap)
+            ids = shortened if shortened is not None else ids[:cap]
+        piece = self._typed(ids, self.query_type)
+        return QuerySegment(self.head + piece + self.middle, self.tail, len(piece), truncated)
 
-    def _shorten_query_text(self, tokens: Tokens, query: str, instruction: str | None, cap: int) -> list[int] | None:
+    def _chat_query_segment(self, tokens: Tokens, query: str, instruction: str | None, max_length: int) -> QuerySegment:
+        """Chat templates: the rendered text up to the document slot, tokenized as one text."""
+        head, middle, tail = self._chat_texts(tokens, instruction)
+        head_ids, tail_ids = tokens.ids([head, tail])
+        numerator, denominator = self.family.query_share
+        cap = (max_length - len(head_ids) - len(tail_ids)) * numerator // denominator
+        text = self.query_text(query, instruction)
+        size = len(tokens.ids([text])[0])
+        truncated = size > cap
+        if truncated:
+            shortened = self._shorten_query_text(tokens, query, instruction, cap, ids_only=False)
+            if shortened is not None:
+                text = shortened
+            else:  # not even an empty query fits beside the instruction: cut the segment's text at a token
+                _, spans = tokens.with_offsets([text])[0]
+                text = text[: spans[cap - 1][1]] if cap > 0 else ""
+            size = len(tokens.ids([text])[0])
+        before = head + text + middle
+        prefix = Piece(tuple(tokens.ids([before])[0]))
+        return QuerySegment(prefix, Piece(tuple(tail_ids)), size, truncated, before=before, after=tail)
+
+    def _shorten_query_text(
+        self, tokens: Tokens, query: str, instruction: str | None, cap: int, *, ids_only: bool = True
+    ) -> Any:
         """Cut the query text at a token boundary until its rendered segment fits ``cap`` (wrappers stay whole).
 
-        ``None`` when even an empty query does not fit (an instruction longer than the cap): the caller then
-        cuts the segment's tokens instead.
+        Returns the segment's ids (``ids_only``) or its text; ``None`` when even an empty query does not fit
+        (an instruction longer than the cap): the caller then cuts the segment itself.
         """
         query_ids, spans = tokens.with_offsets([query])[0]
         over = len(tokens.ids([self.query_text(query, instruction)])[0]) - cap
         keep = len(query_ids) - over
         while keep > 0:
-            ids = tokens.ids([self.query_text(query[: spans[keep - 1][1]], instruction)])[0]
+            text = self.query_text(query[: spans[keep - 1][1]], instruction)
+            ids = tokens.ids([text])[0]
             if len(ids) <= cap:
-                return ids
+                return ids if ids_only else text
             keep -= max(1, len(ids) - cap)
-        ids = tokens.ids([self.query_text("", instruction)])[0]
-        return ids if len(ids) <= cap else None
+        text = self.query_text("", instruction)
+        ids = tokens.ids([text])[0]
+        if len(ids) > cap:
+            return None
+        return ids if ids_only else text
 
     def document_room(self, segment: QuerySegment, max_length: int) -> int:
         """Tokens left for the document segment after this query segment."""
-        return self.content_room(max_length) - len(segment.piece) - len(self.middle)
+        return max_length - len(segment.prefix) - len(segment.suffix)
+
+    def encode(self, tokens: Tokens, items: Sequence[tuple[QuerySegment, str]], max_length: int) -> list[EncodedPair]:
+        """Each (query segment, normalized document) as one prompt within ``max_length`` tokens.
+
+        Chat templates tokenize each whole rendered prompt, exactly as the template's text tokenizes, and share
+        the longest run of tokens the prompt has in common with its query's prefix; the other recipes tokenize
+        the document segment on its own. Over-long documents are cut from their end; the suffix stays whole.
+        """
+        if self.format.pieces == "chat_template":
+            rendered = tokens.ids([f"{segment.before}{document}{segment.after}" for segment, document in items])
+            pairs = zip(items, rendered, strict=True)
+            return [self._from_rendered(segment, ids, max_length) for (segment, _), ids in pairs]
+        documents = tokens.ids([self.document_text(document) for _, document in items])
+        return [self.assemble(segment, ids, max_length) for (segment, _), ids in zip(items, documents, strict=True)]
 
     def assemble(self, segment: QuerySegment, document_ids: Sequence[int], max_length: int) -> EncodedPair:
-        """One pair within ``max_length`` tokens: the document segment is cut from its end when needed."""
+        """One pair from a separately tokenized document segment, cut from its end when needed."""
         room = self.document_room(segment, max_length)
         document = self._typed(list(document_ids[:room]), self.document_type)
         return EncodedPair(
-            prefix=self.head + segment.piece + self.middle,
-            continuation=document + self.tail,
+            prefix=segment.prefix,
+            continuation=document + segment.suffix,
             truncated=segment.truncated or len(document_ids) > room,
         )
+
+    def _from_rendered(self, segment: QuerySegment, ids: list[int], max_length: int) -> EncodedPair:
+        tail = segment.suffix.ids
+        shared = min(_common_prefix(segment.prefix.ids, ids), len(ids) - max(len(tail), 1))
+        if len(ids) <= max_length:
+            return EncodedPair(Piece(tuple(ids[:shared])), Piece(tuple(ids[shared:])), segment.truncated)
+        document = ids[shared : len(ids) - len(tail)][: max(max_length - shared - len(tail), 0)]
+        return EncodedPair(Piece(tuple(ids[:shared])), Piece((*document, *tail)), True)
 
     def _typed(self, ids: Sequence[int], type_id: int | None) -> Piece:
         return Piece(tuple(ids), None if type_id is None else (type_id,) * len(ids))
 
+    # -- chat templates ------------------------------------------------------------------------------------
+    def _chat_texts(self, tokens: Tokens, instruction: str | None) -> tuple[str, str, str]:
+        """The rendered text before the query, between query and document, and after the document.
+
+        One rendering per instruction where the template takes the instruction itself; cached.
+        """
+        key = instruction if self.format.instruction_keyword else None
+        found = self._chat_cache.get(key)
+        if found is None:
+            text = render_chat(tokens.tokenizer, self.format, _QUERY_SENTINEL, _DOCUMENT_SENTINEL, key)
+            if text.count(_QUERY_SENTINEL) != 1 or text.count(_DOCUMENT_SENTINEL) != 1:
+                roles = " and ".join(self.format.chat_roles)
+                raise PromptTemplateError(f"the chat template does not place the {roles} messages verbatim")
+            head, rest = text.split(_QUERY_SENTINEL)
+            middle, tail = rest.split(_DOCUMENT_SENTINEL)
+            if not tail:
+                raise PromptTemplateError("the chat template ends with the document: nothing marks where to score")
+            found = self._chat_cache[key] = (head, middle, tail)
+        return found
+
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, family: RerankerFamily, tokens: Tokens) -> PromptTemplate:
-        """Tokenize the family's fixed pieces for this tokenizer and check them on probe pairs."""
-        fmt = family.prompt
+    def build(
+        cls,
+        family: RerankerFamily,
+        tokens: Tokens,
+        fmt: PromptFormat | None = None,
+        *,
+        source: str = "the family's recipe",
+    ) -> PromptTemplate:
+        """The prompt of ``family`` (or ``fmt``, a checkpoint's own template) for this tokenizer, checked on
+        probe pairs."""
+        fmt = fmt or family.prompt
         if fmt.pieces == "chat_template":
-            template = cls._from_chat_template(family, tokens)
+            template = cls._from_chat_template(family, fmt, tokens, source)
         elif fmt.pieces == "tokenizer_pair":
-            template = cls._from_pair_encoding(family, tokens)
+            template = cls._from_pair_encoding(family, fmt, tokens, source)
         else:
             template = cls(
                 family,
+                fmt,
                 head=Piece(tuple(_concat(tokens.ids(fmt.head)))),
                 middle=Piece(tuple(_concat(tokens.ids(fmt.middle)))),
                 tail=Piece(tuple(_concat(tokens.ids(fmt.tail)))),
+                source=source,
             )
         template._check_probes(tokens)
         return template
 
     @classmethod
-    def _from_chat_template(cls, family: RerankerFamily, tokens: Tokens) -> PromptTemplate:
+    def _from_chat_template(
+        cls, family: RerankerFamily, fmt: PromptFormat, tokens: Tokens, source: str
+    ) -> PromptTemplate:
         tokenizer = tokens.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise PromptTemplateError(f"the tokenizer has no chat template; the {family.name} family needs one")
-        text = render_chat(tokenizer, family.prompt.chat_roles, _QUERY_SENTINEL, _DOCUMENT_SENTINEL)
-        if text.count(_QUERY_SENTINEL) != 1 or text.count(_DOCUMENT_SENTINEL) != 1:
-            roles = " and ".join(family.prompt.chat_roles)
-            raise PromptTemplateError(f"the chat template does not place the {roles} messages verbatim")
-        head, rest = text.split(_QUERY_SENTINEL)
-        middle, tail = rest.split(_DOCUMENT_SENTINEL)
+        template = cls(family, fmt, Piece(()), Piece(()), Piece(()), source=source)
+        head, middle, tail = template._chat_texts(tokens, None)
         head_ids, middle_ids, tail_ids = tokens.ids([head, middle, tail])
-        return cls(family, Piece(tuple(head_ids)), Piece(tuple(middle_ids)), Piece(tuple(tail_ids)))
+        object.__setattr__(template, "head", Piece(tuple(head_ids)))
+        object.__setattr__(template, "middle", Piece(tuple(middle_ids)))
+        object.__setattr__(template, "tail", Piece(tuple(tail_ids)))
+        return template
 
     @classmethod
-    def _from_pair_encoding(cls, family: RerankerFamily, tokens: Tokens) -> PromptTemplate:
+    def _from_pair_encoding(
+        cls, family: RerankerFamily, fmt: PromptFormat, tokens: Tokens, source: str
+    ) -> PromptTemplate:
         first, second = "what is the question", "this is the document"
         ids, types = tokens.pair(first, second)
         first_ids, second_ids = tokens.ids([first, second])
@@ -269,29 +375,31 @@ class PromptTemplate:
 
         return cls(
             family,
+            fmt,
             head=piece(0, start),
             middle=piece(start + len(first_ids), second_start),
             tail=piece(second_end, len(ids)),
             query_type=None if types is None else types[start],
             document_type=None if types is None else types[second_start],
+            source=source,
         )
 
     def reference_text(self, tokens: Tokens, query: str, document: str, instruction: str | None) -> str | None:
-        """The whole prompt as text, as the family's recipe renders it (``None`` for pair encodings)."""
+        """The whole prompt as text, as the recipe renders it (``None`` for pair encodings)."""
         fmt = self.format
         query_text, document_text = self.query_text(query, instruction), self.document_text(document)
         if fmt.pieces == "chat_template":
-            return render_chat(tokens.tokenizer, fmt.chat_roles, query_text, document_text)
+            return render_chat(tokens.tokenizer, fmt, query_text, document_text, instruction)
         if fmt.pieces == "tokenizer_pair":
             return None
         return "".join((*fmt.head, query_text, *fmt.middle, document_text, *fmt.tail))
 
     def reference_ids(self, tokens: Tokens, query: str, document: str, instruction: str | None) -> Piece:
-        """The family's reference tokenization of one (normalized) pair, untruncated: what the pieces must equal."""
+        """The recipe's reference tokenization of one (normalized) pair, untruncated: what the pieces must equal."""
         fmt = self.format
         query_text, document_text = self.query_text(query, instruction), self.document_text(document)
         if fmt.pieces == "chat_template":
-            rendered = render_chat(tokens.tokenizer, fmt.chat_roles, query_text, document_text)
+            rendered = render_chat(tokens.tokenizer, fmt, query_text, document_text, instruction)
             return Piece(tuple(tokens.ids([rendered])[0]))
         if fmt.pieces == "tokenizer_pair":
             ids, types = tokens.pair(query_text, document_text)
@@ -306,11 +414,18 @@ class PromptTemplate:
         unbounded = 1 << 30
         for query, document, instruction in _PROBES:
             query, document = self.normalize(query, document)
-            if instruction is not None and not self.family.accepts_instruction:
+            if instruction is not None and not self.accepts_instruction:
                 instruction = None
             instruction = self.effective_instruction(instruction)
             segment = self.query_segment(tokens, query, instruction, unbounded)
-            pair = self.assemble(segment, tokens.ids([self.document_text(document)])[0], unbounded)
+            if self.format.pieces == "chat_template":
+                rendered = self.reference_text(tokens, query, document, instruction)
+                if rendered != f"{segment.before}{document}{segment.after}":
+                    raise PromptTemplateError(
+                        "the chat template does not insert the query and document as given (it changes the texts "
+                        f"around them: probe query {query!r})"
+                    )
+            (pair,) = self.encode(tokens, [(segment, document)], unbounded)
             if pair.row != self.reference_ids(tokens, query, document, instruction):
                 raise PromptTemplateError(
                     f"the {self.family.name} prompt's pieces do not tokenize independently of the slot contents "
@@ -318,10 +433,31 @@ class PromptTemplate:
                 )
 
 
-def render_chat(tokenizer: Any, roles: tuple[str, str], query_text: str, document_text: str) -> str:
-    """The chat template rendered with the query and document segments in ``roles``, generation prompt added."""
-    messages = [{"role": roles[0], "content": query_text}, {"role": roles[1], "content": document_text}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def render_chat(
+    tokenizer: Any, fmt: PromptFormat, query_text: str, document_text: str, instruction: str | None = None
+) -> str:
+    """The chat template rendered with the query and document segments in ``fmt.chat_roles``, with the
+    recipe's template keywords (the generation prompt; the instruction where the template takes it)."""
+    kwargs = dict(fmt.chat_kwargs)
+    if fmt.instruction_keyword and instruction is not None:
+        kwargs["instruction"] = instruction
+    messages = [
+        {"role": role, "content": _content(text, fmt.message_format)}
+        for role, text in zip(fmt.chat_roles, (query_text, document_text), strict=True)
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def _content(text: str, message_format: str) -> Any:
+    return [{"type": "text", "text": text}] if message_format == "structured" else text
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _concat(rows: list[list[int]]) -> list[int]:

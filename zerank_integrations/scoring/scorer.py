@@ -202,7 +202,7 @@ class ZerankScorer:
 
     @property
     def accepts_instruction(self) -> bool:
-        return self._loaded.family.accepts_instruction
+        return self._loaded.template.accepts_instruction
 
     @property
     def random_weights(self) -> bool:
@@ -399,11 +399,11 @@ class ZerankScorer:
                     loaded.tokens, query, instruction, self.max_length
                 )
         windows = self._windows(triples, segments)
-        document_ids = loaded.tokens.ids([template.document_text(window.text) for window in windows])
-        encoded = [
-            template.assemble(segments[(triples[w.owner][0], triples[w.owner][2])], ids, self.max_length)
-            for w, ids in zip(windows, document_ids, strict=True)
-        ]
+        encoded = template.encode(
+            loaded.tokens,
+            [(segments[(triples[w.owner][0], triples[w.owner][2])], w.text) for w in windows],
+            self.max_length,
+        )
         raw = self._run(encoded)
         best: list[int | None] = [None] * len(triples)
         tokens = [0] * len(triples)

@@ -26,8 +26,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from zerank_integrations.families import get_family
-from zerank_integrations.families.base import ClassifierLogit, LogitDifference, RerankerFamily, TokenLogit
+from zerank_integrations.families import CheckpointFacts, get_family
+from zerank_integrations.families.base import ClassifierLogit, LogitDifference, TokenLogit
 from zerank_integrations.serving.client import RemoteScorer
 
 TEMPLATE_FILE = "score_template.jinja"
@@ -43,22 +43,29 @@ def hf_overrides(family: str) -> dict[str, Any] | None:
     return None if overrides is None else dict(overrides)
 
 
-def score_template(tokenizer: Any, family: str = "zerank") -> str:
+def score_template(tokenizer: Any, family: str = "zerank", *, facts: CheckpointFacts | None = None) -> str:
     """A vLLM score template rendering exactly the family's prompt for ``tokenizer``.
 
     vLLM renders score templates with ``messages = [{"role": "query", ...}, {"role": "document", ...}]``
     and a request's ``instruction`` as a template variable. The literal text around the slots comes from the
     core's own rendering of the family's prompt (cut from the checkpoint's chat template where the family
-    uses one), so the template follows the checkpoint. Without an instruction the prompt is the family's
-    plain one (with its default instruction, if it has one).
+    uses one), so the template follows the checkpoint. With ``facts`` (what the checkpoint says about itself)
+    the prompt is the one the core scores that checkpoint with: its own ("query", "document") template, with
+    its publisher's settings baked in (vLLM renders score templates without ``add_generation_prompt``), where
+    it ships one. Without an instruction the prompt is the plain one (with a default instruction, if any).
     """
-    from zerank_integrations.scoring.prompts import Piece, PromptTemplate, Tokens
+    from zerank_integrations.scoring.prompt_source import choose_template
+    from zerank_integrations.scoring.prompts import PromptTemplate, Tokens
 
     spec = get_family(family)
     if spec.prompt.pieces == "tokenizer_pair":
         raise ValueError(f"the {family} family is a sequence classifier: vLLM serves it natively, no score template")
-    template = PromptTemplate(spec, Piece(()), Piece(()), Piece(()))  # only its text rendering is used
     tokens = Tokens(tokenizer)
+    if facts is not None:
+        template = choose_template(facts.name, spec, facts, tokens, named_by_caller=False)
+    else:
+        template = PromptTemplate.build(spec, tokens)
+    spec_format = template.format
     plain = template.reference_text(tokens, _QUERY, _DOCUMENT, None)
     assert plain is not None
     for slot in (_QUERY, _DOCUMENT):
@@ -72,24 +79,24 @@ def score_template(tokenizer: Any, family: str = "zerank") -> str:
         '{%- set document = messages | selectattr("role", "eq", "document") | map(attribute="content") | first '
         '| default("") -%}',
     ]
-    if spec.accepts_instruction:
+    if template.accepts_instruction:
         instructed = template.reference_text(tokens, _QUERY, _DOCUMENT, _INSTRUCTION)
         assert instructed is not None
         lines += [
             "{%- if instruction is defined and instruction is string and instruction | trim -%}",
-            f"{{{{- {_expression(instructed, spec)} -}}}}",
+            f"{{{{- {_expression(instructed, spec_format.strip)} -}}}}",
             "{%- else -%}",
-            f"{{{{- {_expression(plain, spec)} -}}}}",
+            f"{{{{- {_expression(plain, spec_format.strip)} -}}}}",
             "{%- endif -%}",
         ]
     else:
-        lines.append(f"{{{{- {_expression(plain, spec)} -}}}}")
+        lines.append(f"{{{{- {_expression(plain, spec_format.strip)} -}}}}")
     return "\n".join(lines) + "\n"
 
 
-def _expression(text: str, spec: RerankerFamily) -> str:
-    """Jinja concatenation of the literal pieces and the slots (trimmed where the family strips its texts)."""
-    trim = " | trim" if spec.prompt.strip else ""
+def _expression(text: str, strip: bool) -> str:
+    """Jinja concatenation of the literal pieces and the slots (trimmed where the recipe strips its texts)."""
+    trim = " | trim" if strip else ""
     names = {_QUERY: "query", _DOCUMENT: "document", _INSTRUCTION: "instruction"}
     parts = [f"({names[part]}{trim})" if part in names else json.dumps(part) for part in _SLOTS.split(text) if part]
     return " + ".join(parts)
@@ -115,6 +122,8 @@ def export_sequence_classifier(
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from zerank_integrations.scoring.source import CheckpointSource
 
     spec = get_family(family)
     if isinstance(spec.head, ClassifierLogit):
@@ -154,7 +163,8 @@ def export_sequence_classifier(
     out.mkdir(parents=True, exist_ok=True)
     classifier.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / TEMPLATE_FILE).write_text(score_template(tokenizer, family), encoding="utf-8")
+    facts = CheckpointSource.resolve(str(model), revision, local_files_only, None, None).facts()
+    (out / TEMPLATE_FILE).write_text(score_template(tokenizer, family, facts=facts), encoding="utf-8")
     return out
 
 
