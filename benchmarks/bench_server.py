@@ -115,6 +115,19 @@ def _row(work: list[tuple[str, list[str]]], elapsed: float, forward_passes: int)
     }
 
 
+def add_workload_arguments(parser: argparse.ArgumentParser, *, hidden_size: int, layers: int) -> None:
+    """The model and workload options this benchmark and ``bench_ray_serve`` share."""
+    parser.add_argument("--model", default=None, help="checkpoint path or id (default: build a random one)")
+    parser.add_argument("--hidden-size", type=int, default=hidden_size, help="for the built checkpoint")
+    parser.add_argument("--layers", type=int, default=layers, help="for the built checkpoint")
+    parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared/datasets")
+    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--docs", type=int, default=16, help="documents per request")
+    parser.add_argument("--doc-chars", type=int, default=600, help="characters kept per document")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+
+
 class ServerProcess:
     """``python -m zerank_integrations.serving`` on a free loopback port, for one benchmark mode."""
 
@@ -132,7 +145,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -147,15 +160,7 @@ class ServerProcess:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint path or id (default: build a random one)")
-    parser.add_argument("--hidden-size", type=int, default=64, help="for the built checkpoint")
-    parser.add_argument("--layers", type=int, default=2, help="for the built checkpoint")
-    parser.add_argument("--datasets", type=Path, default=REPO.parent / "shared/datasets")
-    parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--docs", type=int, default=16, help="documents per request")
-    parser.add_argument("--doc-chars", type=int, default=600, help="characters kept per document")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    add_workload_arguments(parser, hidden_size=64, layers=2)
     parser.add_argument(
         "--torch-threads",
         type=int,

@@ -222,7 +222,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) ->
         if proc.poll() is not None:
             raise RuntimeError(f"serve exited early with code {proc.returncode}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from _ray_support import ray_cluster  # noqa: F401 - one Ray cluster per session, for every Ray test module
 
 from zerank_integrations import ZerankScorer
 from zerank_integrations.families import FAMILY_NAMES

@@ -49,7 +49,7 @@ def rerank_server(checkpoint_dir: Path, tmp_path: Path) -> Iterator[str]:
     command = [sys.executable, "-m", "zerank_integrations.cli", "serve", "--model", str(checkpoint_dir)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "ZERANK_API_KEY": API_KEY}
-    with running_service(command, f"{url}/health", tmp_path / "serve.log", env=env):
+    with running_service(command, f"{url}/ready", tmp_path / "serve.log", env=env):  # /ready: model loaded
         yield url
 
 

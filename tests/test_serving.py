@@ -90,8 +90,11 @@ def test_split_requests_are_stitched_in_order(base_url: str, scorer: ZerankScore
 
 def test_model_name_comes_from_the_server_before_any_request(base_url: str, scorer: ZerankScorer) -> None:
     with RemoteScorer(base_url, model="what-the-client-guessed") as remote:
+        assert remote.family is None  # no known name: the family is not guessed
         assert remote.model_name == scorer.model_name  # asked /health once
         assert remote.requests_sent == 0
+        assert remote.family == scorer.family == "zerank"  # ... which also says how the checkpoint was read
+        assert close_to(remote.score(QUERY, DOCS, raw=True), scorer.score(QUERY, DOCS, raw=True))
     models = httpx.get(f"{base_url}/v1/models").json()
     assert [m["id"] for m in models["data"]] == [scorer.model_name]
 
@@ -246,7 +249,7 @@ def auth_server(checkpoint_dir: Path) -> Iterator[tuple[str, str, subprocess.Pop
             if proc.poll() is not None:
                 raise RuntimeError(f"serve exited early: {proc.stdout.read() if proc.stdout else ''}")
             try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

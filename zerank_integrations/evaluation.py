@@ -42,12 +42,12 @@ import os
 import platform
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from zerank_integrations.rerank import RerankStep
+from zerank_integrations.rerank import RerankResult, RerankStep
 from zerank_integrations.retrieval.base import Hit, check_hits, describe_retriever, documents_in_order
 from zerank_integrations.retrieval.errors import EvaluationSetupError
 from zerank_integrations.selection import SelectionPolicy
@@ -261,6 +261,24 @@ def retrieve(
     return {qid: check_hits(row, retriever) for qid, row in zip(ids, rows, strict=True)}
 
 
+#: Runs ``step`` on (query, candidate passages) per query, in order, calling ``progress(n)`` as queries finish;
+#: one result per query, recorded on ``step.ledger``. The default is :func:`rerank_in_process`.
+RerankRequests = Sequence[tuple[str, list[str]]]
+RerankStage = Callable[[RerankStep, RerankRequests, Callable[[int], None] | None], Iterable[RerankResult]]
+
+
+def rerank_in_process(
+    step: RerankStep, requests: RerankRequests, progress: Callable[[int], None] | None = None
+) -> list[RerankResult]:
+    """The default rerank stage: ``step.run`` on each query, in this process."""
+    outcomes = []
+    for query, passages in requests:
+        outcomes.append(step.run(query, passages))
+        if progress is not None:
+            progress(1)
+    return outcomes
+
+
 def evaluate(
     retriever: Retriever,
     collection: BeirCollection,
@@ -275,12 +293,14 @@ def evaluate(
     max_queries: int | None = None,
     retrieve_progress: Callable[[int], None] | None = None,
     rerank_progress: Callable[[int], None] | None = None,
+    rerank_stage: RerankStage | None = None,
 ) -> EvalResult:
     """Run both pipelines on the judged queries of ``collection`` (already in ``retriever``).
 
     The rerank step is the one every caller uses: ``scorer`` scores the ``top_k`` retrieved passages,
     ``score_threshold`` → ``top_n`` → ``max_prompt_tokens`` (counted by ``ledger``) pick what is kept, and the
-    ledger records each query's prompt with and without reranking.
+    ledger records each query's prompt with and without reranking. ``rerank_stage`` runs that step somewhere
+    else (:class:`~zerank_integrations.ray_data.RayRerankStage`: on Ray Data workers); by default it runs here.
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
@@ -298,12 +318,15 @@ def evaluate(
     depth = max(RECALL_DEPTH, top_k)
     candidates = retrieve(retriever, queries, depth=depth, progress=retrieve_progress)
 
+    requests = [(queries[qid], [h.content for h in candidates[qid][:top_k]]) for qid in qids]
+    outcomes = list((rerank_stage or rerank_in_process)(step, requests, rerank_progress))
+    if len(outcomes) != len(requests):
+        raise RuntimeError(f"the rerank stage returned {len(outcomes)} results for {len(requests)} queries")
     results: list[QueryResult] = []
     kept_tokens = 0
-    for qid in qids:
+    for qid, outcome in zip(qids, outcomes, strict=True):
         hits = candidates[qid]
         pool = hits[:top_k]
-        outcome = step.run(queries[qid], [h.content for h in pool])
         kept_tokens += outcome.savings.tokens_kept
         results.append(
             QueryResult(
@@ -316,8 +339,6 @@ def evaluate(
                 over_budget=[pool[i].id for i in outcome.over_budget],
             )
         )
-        if rerank_progress is not None:
-            rerank_progress(1)
 
     kept_metrics = mean_metrics(qrels, {r.query_id: r.kept for r in results})
     return EvalResult(

@@ -8,6 +8,9 @@ prints and writes the results.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +45,23 @@ def register(subparsers: Any) -> None:
         collection_help="beir-<name of the --beir folder>, or an "
         "existing collection holding exactly that corpus with the same embedding model",
     )
+    add_engine_arguments(parser)
     parser.set_defaults(handler=run)
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the rerank stage runs: here, or on Ray Data workers (the ``[ray]`` extra)."""
+    group = parser.add_argument_group("engine")
+    group.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run the rerank stage in this process (local, default) or on Ray Data workers (ray: joins "
+        "$RAY_ADDRESS when set, else starts a local Ray; one GPU per worker when the cluster has GPUs)",
+    )
+    group.add_argument(
+        "--workers", type=positive_int, default=None, help="Ray Data workers, each with its own scorer (default: 1)"
+    )
 
 
 def add_eval_arguments(
@@ -80,6 +99,7 @@ def run_eval(
 
     policy = support.selection_policy(args)
     support.check_collection_name(collection_name)
+    engine = _engine(args)  # a missing Ray fails here, before any model is loaded
     if out is not None:  # before minutes of embedding and scoring, not after
         support.check_writable_folder(out)
     chunking = support.chunking(args)
@@ -99,7 +119,11 @@ def run_eval(
     n_queries = len(collection.judged_query_ids())
     if args.max_queries is not None:
         n_queries = min(n_queries, args.max_queries)
-    with Progress(n_queries, "retrieve", "query") as retrieving, Progress(n_queries, "rerank", "query") as reranking:
+    with (
+        engine as stage,
+        Progress(n_queries, "retrieve", "query") as retrieving,
+        Progress(n_queries, "rerank", "query") as reranking,
+    ):
         result = evaluate(
             store,
             collection,
@@ -113,6 +137,7 @@ def run_eval(
             max_queries=args.max_queries,
             retrieve_progress=retrieving.update,
             rerank_progress=reranking.update,
+            rerank_stage=stage,
         )
     print(
         f"{collection.name}: {len(result.queries)} queries, {len(collection.corpus):,} documents "
@@ -136,3 +161,35 @@ def run_eval(
             raise support.CliError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
         print(f"\nwrote {paths['json']}, {paths['md']}, {paths['png']}")
     return result
+
+
+def _engine(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """The rerank stage ``--engine`` asks for, as a context (Ray runs for its duration); it gives ``None`` for
+    ``local``: ``evaluate`` then reranks in this process."""
+    engine = getattr(args, "engine", "local")  # ``demo`` shares run_eval without these flags
+    workers = getattr(args, "workers", None)
+    if engine != "ray":
+        if workers is not None:
+            raise support.CliError("--workers needs --engine ray")
+        return contextlib.nullcontext()
+    from zerank_integrations.ray_support import RayNotInstalledError, require_ray
+
+    try:
+        require_ray("eval --engine ray", "ray.data")
+    except RayNotInstalledError as exc:
+        raise support.CliError(str(exc)) from None
+    return _ray_stage(args, workers or 1)
+
+
+@contextlib.contextmanager
+def _ray_stage(args: argparse.Namespace, workers: int) -> Iterator[Any]:
+    from zerank_integrations.options import scorer_options
+    from zerank_integrations.ray_data import RayRerankStage, ray_session
+
+    local = Path(args.model).expanduser()
+    model = str(local) if local.exists() else args.model
+    options = scorer_options(args)
+    # a local cluster gets a CPU per worker at least (each worker is an actor needing one)
+    with ray_session(max(os.cpu_count() or 1, workers), feature="eval --engine ray") as ray:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 and options.get("device") != "cpu" else None
+        yield RayRerankStage(model, options, workers=workers, num_gpus=gpus)

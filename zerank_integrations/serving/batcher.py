@@ -23,9 +23,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,36 @@ class ScoreJob:
 
 
 @dataclass
+class JobTimes:
+    """When each phase of one request happened (``time.time_ns()``), filled in by the batcher.
+
+    queue: ``enqueued_ns`` -> ``started_ns`` (the model thread took its batch); tokenize: ``started_ns`` ->
+    ``prepared_ns`` (its pairs built, per-request document cuts); model: ``model_started_ns`` ->
+    ``scored_ns`` (the shared scoring call). Metrics, the log line and trace spans read them.
+    """
+
+    enqueued_ns: int = 0
+    started_ns: int = 0
+    prepared_ns: int = 0
+    model_started_ns: int = 0
+    scored_ns: int = 0
+    batch_requests: int = 0
+    batch_pairs: int = 0
+
+    def seconds(self, phase: str) -> float:
+        start, end = {
+            "queue": (self.enqueued_ns, self.started_ns),
+            "tokenize": (self.started_ns, self.prepared_ns),
+            "model": (self.model_started_ns, self.scored_ns),
+        }[phase]
+        return max(0, end - start) / 1e9 if end else 0.0
+
+
+BatchObserver = Callable[[int, int, dict[str, int]], None]
+"""Called in the model thread after each scoring call: (requests, pairs, change of the scorer's counters)."""
+
+
+@dataclass
 class BatcherStats:
     """Cumulative counters, read by ``/health`` and the tests (cheap to copy, no locks needed to read)."""
 
@@ -88,6 +118,7 @@ class BatcherStats:
 class _Pending:
     job: ScoreJob
     future: asyncio.Future[list[Any]]
+    times: JobTimes
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -107,13 +138,11 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         max_batch_pairs: int = 2048,
         max_queued_requests: int = 4096,
+        observer: BatchObserver | None = None,
     ) -> None:
-        if max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
-        if max_batch_pairs < 1:
-            raise ValueError(f"max_batch_pairs must be >= 1, got {max_batch_pairs}")
-        if max_queued_requests < 1:
-            raise ValueError(f"max_queued_requests must be >= 1, got {max_queued_requests}")
+        self.check_settings(
+            max_wait_ms=max_wait_ms, max_batch_pairs=max_batch_pairs, max_queued_requests=max_queued_requests
+        )
         self._scorer = scorer
         self.max_wait_s = max_wait_ms / 1000.0
         self.max_batch_pairs = max_batch_pairs
@@ -127,11 +156,26 @@ class MicroBatcher:
         self._in_flight: list[_Pending] = []
         self._last_batch_requests = 0
         self._stats_lock = threading.Lock()
+        self._observer = observer
+
+    @staticmethod
+    def check_settings(*, max_wait_ms: float, max_batch_pairs: int, max_queued_requests: int) -> None:
+        """Refuse bad settings up front (a server checks them before its model has loaded)."""
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if max_batch_pairs < 1:
+            raise ValueError(f"max_batch_pairs must be >= 1, got {max_batch_pairs}")
+        if max_queued_requests < 1:
+            raise ValueError(f"max_queued_requests must be >= 1, got {max_queued_requests}")
 
     @property
     def queued(self) -> int:
         """Requests waiting for the next batch (not counting the one being scored)."""
         return len(self._queue)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def in_flight(self) -> int:
@@ -166,15 +210,20 @@ class MicroBatcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    async def submit(self, job: ScoreJob) -> list[Any]:
-        """Per-document details for ``job``, in input order, scored together with other requests."""
+    async def submit(self, job: ScoreJob, times: JobTimes | None = None) -> list[Any]:
+        """Per-document details for ``job``, in input order, scored together with other requests.
+
+        ``times``, when given, is filled in with when the request was queued, prepared and scored.
+        """
         if self._closed or self._task is None or self._wakeup is None:
             raise BatcherClosedError("the batcher is not running")
         if not job.documents:
             return []
         if len(self._queue) >= self.max_queued_requests:
             raise BatcherBusyError(f"{len(self._queue)} requests are already queued; retry shortly")
-        pending = _Pending(job, asyncio.get_running_loop().create_future())
+        times = times if times is not None else JobTimes()
+        times.enqueued_ns = time.time_ns()
+        pending = _Pending(job, asyncio.get_running_loop().create_future(), times)
         self._queue.append(pending)
         self._wakeup.set()
         try:
@@ -252,10 +301,12 @@ class MicroBatcher:
         """Runs in the model thread: one combined call, or one call per request if the combined one fails."""
         prepared: list[list[tuple[str, ...]] | BaseException] = []
         for pending in batch:
+            pending.times.started_ns = time.time_ns()
             try:
                 prepared.append(pending.job.pairs(self._scorer))
             except Exception as error:
                 prepared.append(error)
+            pending.times.prepared_ns = time.time_ns()
         ready = [(p, pairs) for p, pairs in zip(batch, prepared, strict=True) if not isinstance(pairs, BaseException)]
         pairs = [pair for _, job_pairs in ready for pair in job_pairs]  # type: ignore[union-attr]
         with self._stats_lock:
@@ -266,8 +317,13 @@ class MicroBatcher:
             self.stats.largest_batch_pairs = max(self.stats.largest_batch_pairs, len(pairs))
             self.stats.failed_requests += len(batch) - len(ready)
         by_request: dict[int, list[Any] | BaseException] = {}
+        model_started = time.time_ns()
+        for pending in batch:
+            pending.times.model_started_ns = model_started
+            pending.times.batch_requests = len(ready)
+            pending.times.batch_pairs = len(pairs)
         try:
-            details = self._checked(self._scorer.score_pairs_details(pairs), len(pairs)) if pairs else []
+            details = self._observed(len(ready), pairs) if pairs else []
         except Exception as error:
             if len(ready) == 1:
                 with self._stats_lock:
@@ -278,10 +334,15 @@ class MicroBatcher:
                 with self._stats_lock:
                     self.stats.failed_batches += 1
                 for pending, job_pairs in ready:
+                    pending.times.model_started_ns = time.time_ns()
+                    pending.times.batch_requests, pending.times.batch_pairs = 1, len(job_pairs)  # type: ignore[arg-type]
                     by_request[id(pending)] = self._score_alone(job_pairs)  # type: ignore[arg-type]
+                    pending.times.scored_ns = time.time_ns()
         else:
             start = 0
+            scored = time.time_ns()
             for pending, job_pairs in ready:
+                pending.times.scored_ns = scored
                 by_request[id(pending)] = details[start : start + len(job_pairs)]  # type: ignore[arg-type]
                 start += len(job_pairs)  # type: ignore[arg-type]
         return [
@@ -293,11 +354,24 @@ class MicroBatcher:
         with self._stats_lock:
             self.stats.batches += 1
         try:
-            return self._checked(self._scorer.score_pairs_details(pairs), len(pairs))
+            return self._observed(1, pairs)
         except Exception as error:
             with self._stats_lock:
                 self.stats.failed_requests += 1
             return error
+
+    def _observed(self, requests: int, pairs: list[tuple[str, ...]]) -> list[Any]:
+        """One scoring call; the observer hears its size and the scorer's counters' change (even if it fails)."""
+        before = _counters(self._scorer) if self._observer is not None else {}
+        try:
+            return self._checked(self._scorer.score_pairs_details(pairs), len(pairs))
+        finally:
+            if self._observer is not None:
+                after = _counters(self._scorer)
+                try:
+                    self._observer(requests, len(pairs), {k: v - before.get(k, 0) for k, v in after.items()})
+                except Exception:  # metrics must never fail a request
+                    logger.exception("the batch observer failed")
 
     @staticmethod
     def _checked(details: Any, expected: int) -> list[Any]:
@@ -305,3 +379,11 @@ class MicroBatcher:
         if len(details) != expected:
             raise RuntimeError(f"the scorer returned {len(details)} scores for {expected} pairs")
         return details
+
+
+def _counters(scorer: Any) -> dict[str, int]:
+    """The scorer's cumulative integer counters (``ZerankScorer.stats``), or nothing if it keeps none."""
+    stats = getattr(scorer, "stats", None)
+    if stats is None or not is_dataclass(stats) or isinstance(stats, type):
+        return {}
+    return {f.name: value for f in fields(stats) if isinstance(value := getattr(stats, f.name), int)}

@@ -10,7 +10,10 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import sys
+import threading
+from types import FrameType
 from typing import Any
 
 from zerank_integrations.options import add_scorer_arguments, scorer_options
@@ -22,6 +25,7 @@ from zerank_integrations.serving.app import (
     DEFAULT_MAX_QUEUED_REQUESTS,
     DEFAULT_MAX_REQUEST_BYTES,
 )
+from zerank_integrations.serving.logs import LOG_FORMATS, configure_logging
 from zerank_integrations.serving.protocol import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
@@ -31,6 +35,9 @@ from zerank_integrations.serving.protocol import (
 API_KEY_ENV = "ZERANK_API_KEY"
 DEFAULT_KEEP_ALIVE_S = 5
 DEFAULT_SHUTDOWN_TIMEOUT_S = 30
+DEFAULT_DRAIN_S = 0.0
+OTLP_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+ENGINES = ("local", "ray")
 
 logger = logging.getLogger("zerank_integrations.serving")
 
@@ -115,9 +122,84 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGTERM, seconds in-flight requests get to finish before the process exits; connections still "
         f"sending a request are cut at once (default: {DEFAULT_SHUTDOWN_TIMEOUT_S})",
     )
-    net.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    net.add_argument(
+        "--max-concurrent-requests",
+        type=int,
+        default=None,
+        help="rerank requests in progress beyond this get HTTP 429 with Retry-After (default: no limit besides "
+        "--max-queued-requests)",
+    )
+    limits.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=DEFAULT_DRAIN_S,
+        help="on SIGTERM, keep serving this long with /ready answering 503, so load balancers stop sending work, "
+        f"before shutting down (default: {DEFAULT_DRAIN_S:g}; in Kubernetes a few seconds)",
+    )
+    ops = parser.add_argument_group("operations")
+    ops.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    ops.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line (one per request: id, route, status, documents, tokens, "
+        "timings; never any text)",
+    )
+    ops.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get(OTLP_ENV) or None,
+        help=f"send OpenTelemetry traces to this OTLP/gRPC collector (default: ${OTLP_ENV}; needs the tracing extra)",
+    )
+    ops.add_argument(
+        "--ledger-llm",
+        default=None,
+        help="count the LLM prompt tokens selection keeps and saves (zerank_selection_tokens_* metrics) with this "
+        "model's tiktoken encoding, e.g. gpt-4o (default: off)",
+    )
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINES,
+        help="local: this process (uvicorn); ray: a Ray Serve application, one scorer per replica (the ray extra)",
+    )
+    engine.add_argument("--replicas", type=int, default=None, help="ray: a fixed number of replicas (default: 1)")
+    engine.add_argument("--min-replicas", type=int, default=None, help="ray: autoscaling lower bound")
+    engine.add_argument("--max-replicas", type=int, default=None, help="ray: autoscaling upper bound")
+    engine.add_argument(
+        "--ray-address", default=None, help="ray: join this cluster (e.g. auto, ray://head:10001); default: start one"
+    )
+    engine.add_argument("--replica-cpus", type=float, default=1.0, help="ray: CPUs reserved per replica (default: 1)")
 
     add_scorer_arguments(parser.add_argument_group("model"))
+
+
+def app_options(args: argparse.Namespace, api_key: str | None) -> dict[str, Any]:
+    """The ``create_app`` settings ``serve`` passes, the same for every engine."""
+    ledger = None
+    if args.ledger_llm:
+        from zerank_integrations.accounting import TokenLedger
+
+        ledger = TokenLedger(llm=args.ledger_llm, max_records=0)
+    return {
+        "api_key": api_key,
+        "max_request_bytes": args.max_request_bytes,
+        "max_documents": args.max_documents,
+        "batch_wait_ms": args.batch_wait_ms,
+        "max_batch_pairs": args.max_batch_pairs,
+        "max_queued_requests": args.max_queued_requests,
+        "max_json_depth": args.max_json_depth,
+        "max_concurrent_requests": args.max_concurrent_requests,
+        "ledger": ledger,
+    }
+
+
+def tracer_provider(args: argparse.Namespace) -> Any | None:
+    if not args.otlp_endpoint:
+        return None
+    from zerank_integrations.serving.tracing import otlp_tracer_provider
+
+    return otlp_tracer_provider(args.otlp_endpoint)
 
 
 def uvicorn_config(app: Any, args: argparse.Namespace) -> Any:
@@ -132,6 +214,8 @@ def uvicorn_config(app: Any, args: argparse.Namespace) -> Any:
         port=args.port,
         log_level=args.log_level,
         lifespan="on",
+        access_log=False,  # the app logs one line per request itself (with its id and timings)
+        log_config=None if getattr(args, "log_format", "text") == "json" else uvicorn.config.LOGGING_CONFIG,
         http=guarded_protocol(
             header_timeout=args.header_timeout, body_timeout=args.body_timeout, max_connections=args.max_connections
         ),
@@ -141,13 +225,11 @@ def uvicorn_config(app: Any, args: argparse.Namespace) -> Any:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Load the model once and serve it until interrupted; returns the process exit code."""
-    import uvicorn
-
-    from zerank_integrations import ZerankScorer
-    from zerank_integrations.serving.app import create_app
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Serve until interrupted (the model loads while ``/health`` already answers); returns the exit code."""
+    configure_logging(args.log_level, args.log_format)
+    if args.log_format == "json":
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no progress bars among the JSON lines
+        os.environ.setdefault("TQDM_DISABLE", "1")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if api_key is None and not _is_loopback(args.host):
         logger.warning(
@@ -155,35 +237,85 @@ def run_serve(args: argparse.Namespace) -> int:
             args.host,
             API_KEY_ENV,
         )
+    if args.engine == "ray":
+        from zerank_integrations.serving.ray_serve import run_ray
+
+        return run_ray(args, api_key)
+    for flag in ("replicas", "min_replicas", "max_replicas", "ray_address"):
+        if getattr(args, flag) is not None:
+            print(f"zerank-integrations serve: --{flag.replace('_', '-')} needs --engine ray", file=sys.stderr)
+            return 2
+    from zerank_integrations import ZerankScorer
+    from zerank_integrations.serving.app import create_app
+
+    failure: list[BaseException] = []
+    server: Any = None
+
+    def load() -> Any:
+        try:
+            scorer = ZerankScorer(args.model, **scorer_options(args))
+        except BaseException as error:
+            failure.append(error)
+            if server is not None:
+                server.should_exit = True
+            raise
+        if getattr(scorer, "random_weights", False):
+            logger.warning(
+                "%s has random weights (a test checkpoint from make-test-model): its scores are meaningless",
+                scorer.model_name,
+            )
+        return scorer
+
     try:
-        scorer = ZerankScorer(args.model, **scorer_options(args))
         app = create_app(
-            scorer,
-            api_key=api_key,
-            max_request_bytes=args.max_request_bytes,
-            max_documents=args.max_documents,
-            batch_wait_ms=args.batch_wait_ms,
-            max_batch_pairs=args.max_batch_pairs,
-            max_queued_requests=args.max_queued_requests,
-            max_json_depth=args.max_json_depth,
+            load,
+            model_name=args.model,
+            warm_up=True,
+            tracer_provider=tracer_provider(args),
+            **app_options(args, api_key),
         )
         config = uvicorn_config(app, args)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"zerank-integrations serve: {error}", file=sys.stderr)
         return 2
-    if getattr(scorer, "random_weights", False):
-        logger.warning(
-            "%s has random weights (a test checkpoint from make-test-model): its scores are meaningless",
-            scorer.model_name,
-        )
-    print(
-        f"serving {scorer.model_name} at http://{_url_host(args.host)}:{args.port} "
-        f"(auth {'on' if api_key else 'off'}, batch wait {args.batch_wait_ms:g} ms)",
-        file=sys.stderr,
-        flush=True,
+    banner = (
+        f"serving {args.model} at http://{_url_host(args.host)}:{args.port} "
+        f"(auth {'on' if api_key else 'off'}, batch wait {args.batch_wait_ms:g} ms; /ready once loaded)"
     )
-    uvicorn.Server(config).run()
+    if args.log_format == "json":
+        logger.info("%s", banner)
+    else:
+        print(banner, file=sys.stderr, flush=True)
+    server = draining_server(config, app.state.readiness, args.drain_seconds)
+    server.run()
+    if failure:
+        print(f"zerank-integrations serve: {_one_line(failure[0])}", file=sys.stderr)
+        return 2
     return 0
+
+
+def draining_server(config: Any, readiness: Any, drain_s: float) -> Any:
+    """A ``uvicorn.Server`` whose first SIGTERM starts a drain: ``/ready`` says 503 at once, requests keep being
+    answered for ``drain_s`` seconds, then the usual graceful shutdown (bounded by ``--shutdown-timeout``)."""
+    import uvicorn
+
+    class _DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            first = not readiness.draining
+            readiness.drain()
+            if first and drain_s > 0 and sig == signal.SIGTERM:
+                logger.info("SIGTERM: draining for %g s before shutting down", drain_s)
+                timer = threading.Timer(drain_s, uvicorn.Server.handle_exit, (self, sig, frame))
+                timer.daemon = True
+                timer.start()
+                return
+            super().handle_exit(sig, frame)
+
+    return _DrainingServer(config)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -533,11 +533,20 @@ class RemoteScorer:
             except (httpx.HTTPError, ValueError):
                 continue
             value = body.get(key) if isinstance(body, dict) else None
+            if path == "/health" and isinstance(body, dict):
+                self._learn_family(body.get("family"))
             if key == "data" and isinstance(value, list) and value and isinstance(value[0], dict):
                 value = value[0].get("id")
             if isinstance(value, str) and value:
                 return value
         return None
+
+    def _learn_family(self, family: object) -> None:
+        """Our server's ``/health`` names the family its checkpoint was read as: where none was given or known
+        by name, its calibration applies from then on (raw scores from probabilities, and back)."""
+        if self.family is None and isinstance(family, str) and family in FAMILY_NAMES:
+            self.family = family
+            self._calibration = get_family(family).calibration
 
     def _request_headers(self) -> dict[str, str]:
         headers = dict(self._headers)

@@ -487,11 +487,13 @@ class CohereError(BaseModel):
 
 class DetailError(BaseModel):
     detail: str
+    request_id: str | None = Field(None, description="extension: the X-Request-Id to quote")
 
 
 class TeiError(BaseModel):
     error: str
     error_type: str
+    request_id: str | None = Field(None, description="extension: the X-Request-Id to quote")
 
 
 class ErrorInfo(BaseModel):
@@ -507,12 +509,13 @@ class GenericError(BaseModel):
     error: ErrorInfo
     message: str
     detail: str
+    request_id: str | None = None
 
 
 def generic_error(status: int, message: str, param: str | None, request_id: str) -> GenericError:
     kind = _ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "internal_error")
     info = ErrorInfo(message=message, type=kind, code=status, param=param)
-    return GenericError(error=info, message=message, detail=message)
+    return GenericError(error=info, message=message, detail=message, request_id=request_id)
 
 
 # -- the table ------------------------------------------------------------------------------------------
@@ -567,7 +570,7 @@ DIALECTS: tuple[ServerDialect, ...] = (
         to_call=mixedbread_call,
         answer=mixedbread_answer,
         error_model=DetailError,
-        error=lambda status, message, param, rid: DetailError(detail=message),
+        error=lambda status, message, param, rid: DetailError(detail=message, request_id=rid),
     ),
     ServerDialect(
         name="tei",
@@ -580,7 +583,7 @@ DIALECTS: tuple[ServerDialect, ...] = (
         answer=tei_answer,
         error_model=TeiError,
         error=lambda status, message, param, rid: TeiError(
-            error=message, error_type=_TEI_TYPES.get(status, "Validation")
+            error=message, error_type=_TEI_TYPES.get(status, "Validation"), request_id=rid
         ),
     ),
     ServerDialect(
@@ -593,6 +596,6 @@ DIALECTS: tuple[ServerDialect, ...] = (
         to_call=zeroentropy_call,
         answer=zeroentropy_answer,
         error_model=DetailError,
-        error=lambda status, message, param, rid: DetailError(detail=message),
+        error=lambda status, message, param, rid: DetailError(detail=message, request_id=rid),
     ),
 )
