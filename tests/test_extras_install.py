@@ -175,7 +175,7 @@ def test_server_extra_serves(extra_venvs: dict[str, Path], checkpoint_dir: Path)
         try:
             for _ in range(600):
                 try:
-                    if httpx.get("http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    if httpx.get("http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     time.sleep(0.2)

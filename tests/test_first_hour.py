@@ -395,7 +395,7 @@ def test_readme_cohere_snippet_runs_against_a_server_without_auth(
     command = [sys.executable, "-m", "zerank_integrations.cli", "serve", "--model", str(checkpoint_dir)]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     monkeypatch.delenv("ZERANK_API_KEY", raising=False)
-    with running_service(command, f"http://127.0.0.1:{port}/health", tmp_path / "serve.log", env=env):
+    with running_service(command, f"http://127.0.0.1:{port}/ready", tmp_path / "serve.log", env=env):
         namespace: dict[str, object] = {}
         exec(re.sub(r"http://localhost:8000", f"http://127.0.0.1:{port}", block), namespace)
         reply = namespace["co"].rerank(model="m", query="lens?", documents=["The lens.", "Paris."], top_n=1)  # type: ignore[attr-defined]
