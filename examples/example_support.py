@@ -13,9 +13,6 @@ from typing import Any
 
 from zerank_integrations.retrieval import Document, load_documents, read_queries_jsonl
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_MED = REPO_ROOT.parent / "shared" / "datasets" / "med"
-
 
 def _packaged_med() -> Path:
     import zerank_integrations
@@ -31,8 +28,8 @@ def _has(folder: Path, name: str) -> Path | None:
 
 
 def find_dataset(data: str | None) -> Path:
-    """``--data`` if given, else the shared MED collection beside the repo, else the MED copy in the package."""
-    candidates = [Path(data).expanduser()] if data else [SHARED_MED, _packaged_med()]
+    """``--data`` if given, else the MED copy shipped in the package (nothing outside the install is needed)."""
+    candidates = [Path(data).expanduser()] if data else [_packaged_med()]
     for folder in candidates:
         if _has(folder, "corpus.jsonl"):
             return folder
@@ -58,7 +55,7 @@ def load_passages(folder: Path, limit: int) -> list[Document]:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="zerank model id or local checkpoint folder")
     parser.add_argument("--query", help="question to ask (default: the collection's first query)")
-    parser.add_argument("--data", help="BEIR-layout folder (default: ../shared/datasets/med or the packaged MED)")
+    parser.add_argument("--data", help="BEIR-layout folder (default: the MED collection shipped in the package)")
     parser.add_argument("--limit", type=int, default=300, help="how many corpus documents to index")
     parser.add_argument("--k", type=int, default=50, help="candidates the vector store returns")
     parser.add_argument("--top-n", type=int, default=5, help="documents kept after reranking")

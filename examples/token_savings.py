@@ -6,7 +6,7 @@ are kept. The same calls are priced for several LLMs at once, from one set of re
 
     python examples/token_savings.py --model zeroentropy/zerank-2-reranker            # the real reranker
     python examples/token_savings.py --model ./tiny-model --max-queries 5     # offline tryout; see below
-    python examples/token_savings.py --beir ../shared/datasets/scifact --top-k 50 --top-n 5 \\
+    python examples/token_savings.py --beir ./scifact --top-k 50 --top-n 5 \\
         --llm gpt-4o --llm gpt-4.1-mini --llm claude-sonnet-4-5
 
 ``zerank-integrations make-test-model ./tiny-model`` writes a random-weight model: the token counts are real

@@ -132,10 +132,10 @@ def test_unreadable_inputs_have_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(CorpusError, match=r"folder not found: .*missing"):
         load_documents(tmp_path / "missing")
     file = _write(tmp_path / "notes.csv", "x")
-    with pytest.raises(CorpusError, match=r"not a folder: .*notes\.csv"):
+    with pytest.raises(CorpusError, match=r"cannot read .*notes\.csv: not a supported file type"):
         load_documents(file)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CorpusError, match=r"no \.txt or \.md files under .*empty"):
+    with pytest.raises(CorpusError, match=r"no readable \.txt, \.md, .* files under .*empty"):
         load_documents(tmp_path / "empty")
     (tmp_path / "latin").mkdir()
     (tmp_path / "latin" / "x.txt").write_bytes(b"caf\xe9")

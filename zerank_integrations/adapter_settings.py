@@ -4,7 +4,8 @@ Both ``ZerankRerank`` classes inherit :class:`RerankSettings` next to their fram
 fields, their validation and the scorer construction live in one place, the scorer options come from the
 one table in :mod:`zerank_integrations.options`, and every call runs the one
 :class:`~zerank_integrations.rerank.RerankStep`. The adapters only translate framework objects to strings
-and back. No framework or torch import here.
+and back. :class:`ScorerSettings` is the scorer half alone (model or scorer, options, instruction), for
+wrappers that only score, such as LangChain's ``ZerankCrossEncoder``. No framework or torch import here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from zerank_integrations.options import SCORER_OPTIONS, scorer_fields
 from zerank_integrations.rerank import RerankResult, RerankStep, SavingsRecorder
 from zerank_integrations.selection import SelectionPolicy, validate_max_prompt_tokens, validate_score_threshold
 
-__all__ = ["RerankSettings"]
+__all__ = ["RerankSettings", "ScorerSettings"]
 
 _OPTION_NAMES = tuple(option.name for option in SCORER_OPTIONS)
 _SECRET_OPTIONS = frozenset(option.name for option in SCORER_OPTIONS if option.secret)
@@ -33,11 +34,11 @@ _ScorerOptionFields: type[BaseModel] = create_model(  # type: ignore[call-overlo
 )
 
 
-class RerankSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
-    """Fields, validation and the rerank step common to both adapters (a pydantic mixin).
+class ScorerSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
+    """The scorer half of the settings (a pydantic mixin): ``model`` or ``scorer``, the scorer options and an
+    ``instruction``, validated once; what a wrapper that only scores (LangChain's cross-encoder) needs.
 
-    ``model``, ``scorer`` and the scorer options are frozen. ``top_n``, ``score_threshold``,
-    ``max_prompt_tokens``, ``instruction`` and ``ledger`` may be reassigned and are validated again when they are.
+    ``model``, ``scorer`` and the scorer options are frozen; ``instruction`` may be reassigned.
     """
 
     # hide_input_in_errors: a validation error must never echo a scorer or ledger (which may hold a key)
@@ -57,27 +58,11 @@ class RerankSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
         repr=False,
         description="An existing Reranker (ZerankScorer, RemoteScorer, ...) instead of `model`.",
     )
-    top_n: int | None = Field(default=5, description="How many documents to keep, best first (None keeps all, sorted).")
-    score_threshold: float | None = Field(
-        default=None, description="Drop documents whose probability is below this, before top_n applies."
-    )
-    max_prompt_tokens: int | None = Field(
-        default=None,
-        description="Keep documents, best first, while the kept ones stay within this many prompt tokens "
-        "(counted like the ledger; o200k_base without one). Applied after score_threshold and top_n.",
-    )
     instruction: str | None = Field(
         default=None, description="Task instruction passed to the scorer with every query (families that take one)."
     )
-    ledger: Any = Field(
-        default=None,
-        exclude=True,
-        repr=False,
-        description="A TokenLedger; every call records the candidates and the kept documents.",
-    )
 
     _reranker: Reranker = PrivateAttr()
-    _repr_extra: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -107,31 +92,6 @@ class RerankSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
             )
         return value
 
-    @field_validator("ledger")
-    @classmethod
-    def _check_ledger(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, SavingsRecorder):
-            raise TypeError(
-                "ledger must be a TokenLedger (or have record(query, candidates, kept) and count_tokens(documents)), "
-                f"got {type(value).__name__}"
-            )
-        return value
-
-    @field_validator("top_n", mode="before")
-    @classmethod
-    def _check_top_n(cls, value: Any) -> int | None:
-        return validate_top_n(value)
-
-    @field_validator("score_threshold", mode="before")
-    @classmethod
-    def _check_threshold(cls, value: Any) -> float | None:
-        return validate_score_threshold(value)
-
-    @field_validator("max_prompt_tokens", mode="before")
-    @classmethod
-    def _check_budget(cls, value: Any) -> int | None:
-        return validate_max_prompt_tokens(value)
-
     @field_validator("instruction", mode="before")
     @classmethod
     def _check_instruction(cls, value: Any) -> str | None:
@@ -158,13 +118,79 @@ class RerankSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
 
     @property
     def reranker(self) -> Reranker:
-        """The scorer this adapter calls: the one passed in, or the ``ZerankScorer`` built from ``model``."""
+        """The scorer this wrapper calls: the one passed in, or the ``ZerankScorer`` built from ``model``."""
         return self._reranker
 
     @property
     def model_name(self) -> str:
         """The scorer's model name (what events, callbacks and the repr report)."""
         return self._reranker.model_name
+
+    def _scorer_repr_args(self) -> Iterator[tuple[str | None, Any]]:
+        for name in _OPTION_NAMES:
+            if getattr(self, name) is not None and name not in _SECRET_OPTIONS:
+                yield name, getattr(self, name)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """Settings only: never the scorer's internals (a remote scorer may hold a key)."""
+        yield "model", self.model_name
+        if self.scorer is not None:
+            yield "scorer", _TypeName(type(self.scorer).__name__)
+        if self.instruction is not None:
+            yield "instruction", self.instruction
+        yield from self._scorer_repr_args()
+
+
+class RerankSettings(ScorerSettings):
+    """Fields, validation and the rerank step common to both adapters (a pydantic mixin): the scorer settings
+    plus the selection policy and the ledger.
+
+    ``model``, ``scorer`` and the scorer options are frozen. ``top_n``, ``score_threshold``,
+    ``max_prompt_tokens``, ``instruction`` and ``ledger`` may be reassigned and are validated again when they are.
+    """
+
+    top_n: int | None = Field(default=5, description="How many documents to keep, best first (None keeps all, sorted).")
+    score_threshold: float | None = Field(
+        default=None, description="Drop documents whose probability is below this, before top_n applies."
+    )
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        description="Keep documents, best first, while the kept ones stay within this many prompt tokens "
+        "(counted like the ledger; o200k_base without one). Applied after score_threshold and top_n.",
+    )
+    ledger: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="A TokenLedger; every call records the candidates and the kept documents.",
+    )
+
+    _repr_extra: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("ledger")
+    @classmethod
+    def _check_ledger(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, SavingsRecorder):
+            raise TypeError(
+                "ledger must be a TokenLedger (or have record(query, candidates, kept) and count_tokens(documents)), "
+                f"got {type(value).__name__}"
+            )
+        return value
+
+    @field_validator("top_n", mode="before")
+    @classmethod
+    def _check_top_n(cls, value: Any) -> int | None:
+        return validate_top_n(value)
+
+    @field_validator("score_threshold", mode="before")
+    @classmethod
+    def _check_threshold(cls, value: Any) -> float | None:
+        return validate_score_threshold(value)
+
+    @field_validator("max_prompt_tokens", mode="before")
+    @classmethod
+    def _check_budget(cls, value: Any) -> int | None:
+        return validate_max_prompt_tokens(value)
 
     @property
     def policy(self) -> SelectionPolicy:
@@ -196,9 +222,7 @@ class RerankSettings(_ScorerOptionFields):  # type: ignore[misc,valid-type]
         for name in ("max_prompt_tokens", "instruction"):
             if getattr(self, name) is not None:
                 yield name, getattr(self, name)
-        for name in _OPTION_NAMES:
-            if getattr(self, name) is not None and name not in _SECRET_OPTIONS:
-                yield name, getattr(self, name)
+        yield from self._scorer_repr_args()
         for name in self._repr_extra:  # adapter-specific settings, shown when not at their default
             value = getattr(self, name)
             if value != type(self).model_fields[name].default:

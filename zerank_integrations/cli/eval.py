@@ -39,7 +39,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--beir", type=Path, required=True, help="BEIR folder: corpus.jsonl, queries.jsonl, qrels.tsv")
     parser.add_argument("--out", type=Path, required=True, help="folder for eval.json, eval.md, eval.png")
-    add_eval_arguments(parser, collection_default=None)
+    add_eval_arguments(
+        parser,
+        collection_default=None,
+        collection_help="beir-<name of the --beir folder>, or an "
+        "existing collection holding exactly that corpus with the same embedding model",
+    )
     add_engine_arguments(parser)
     parser.set_defaults(handler=run)
 
@@ -59,9 +64,11 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser, *, collection_default: str | None) -> None:
+def add_eval_arguments(
+    parser: argparse.ArgumentParser, *, collection_default: str | None, collection_help: str | None = None
+) -> None:
     """What ``eval`` and ``demo`` share."""
-    add_chroma_arguments(parser, collection_default=collection_default)
+    add_chroma_arguments(parser, collection_default=collection_default, collection_help=collection_help)
     add_chunking_arguments(parser)
     add_rerank_arguments(parser)
     parser.add_argument("--max-queries", type=positive_int, default=None, help="only the first N judged queries")
@@ -74,12 +81,18 @@ def run(args: argparse.Namespace) -> int:
     name = args.collection or collection_name_for(args.beir)
     support.check_collection_name(name)
     collection = load_beir(args.beir)
-    run_eval(args, collection, name, out=args.out)
+    # without --collection, an identical collection (e.g. the demo's MED) is reused, not embedded again
+    run_eval(args, collection, name, out=args.out, reuse=args.collection is None)
     return 0
 
 
 def run_eval(
-    args: argparse.Namespace, collection: BeirCollection, collection_name: str, *, out: Path | None
+    args: argparse.Namespace,
+    collection: BeirCollection,
+    collection_name: str,
+    *,
+    out: Path | None,
+    reuse: bool = False,
 ) -> EvalResult:
     """Check everything cheap, load the reranker, then ingest, evaluate, print and write the report."""
     from zerank_integrations.evaluation import evaluate, kept_table, metrics_table, prepare_collection, tokens_table
@@ -93,6 +106,13 @@ def run_eval(
     ledger = support.make_ledger(args)
     scorer = support.load_scorer(args)  # a wrong --model fails here, before any ingest
     note = support.random_weights_note(scorer)
+    if reuse:
+        from zerank_integrations.cli.reuse import identical_collection
+
+        reused = identical_collection(args, collection, chunking, collection_name)
+        if reused is not None:
+            print(f"reusing collection {reused!r}: it holds exactly this corpus with the same embedding model")
+            collection_name = reused
     store = support.open_store(args, collection_name, create=True)
     with Progress(len(collection.corpus), f"ingest {store.name}", "document") as bar:
         prepare_collection(store, collection, batch_size=args.batch_size, chunking=chunking, progress=bar.update)

@@ -24,18 +24,19 @@ def register(subparsers: Any) -> None:
         "--tokenizer",
         type=Path,
         default=None,
-        help="folder with the Qwen3 tokenizer files (default: $ZERANK_QWEN3_TOKENIZER or shared/tokenizers/qwen3)",
+        help="folder with the Qwen3 tokenizer files (default: the copy bundled in the package)",
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from zerank_integrations.testing import build_test_checkpoint, find_qwen3_tokenizer
+    from zerank_integrations.bundled import qwen3_tokenizer
+    from zerank_integrations.testing import build_test_checkpoint
 
     try:
-        tokenizer = args.tokenizer if args.tokenizer is not None else find_qwen3_tokenizer()
-    except FileNotFoundError as exc:
-        raise CliError(f"{exc}; or pass --tokenizer PATH") from None
+        tokenizer = args.tokenizer if args.tokenizer is not None else qwen3_tokenizer()
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot unpack the bundled Qwen3 tokenizer: {exc}; or pass --tokenizer PATH") from None
     if not (Path(tokenizer) / "vocab.json").is_file():
         raise CliError(f"--tokenizer {tokenizer} does not hold a Qwen3 tokenizer (no vocab.json)")
     out: Path = args.dir.expanduser()

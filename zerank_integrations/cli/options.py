@@ -34,7 +34,10 @@ def probability(text: str) -> float:
     return value
 
 
-def add_chroma_arguments(parser: argparse.ArgumentParser, *, collection_default: str | None) -> None:
+def add_chroma_arguments(
+    parser: argparse.ArgumentParser, *, collection_default: str | None, collection_help: str | None = None
+) -> None:
+    """``collection_help`` describes a default that is not a fixed name (``eval``'s is derived from --beir)."""
     group = parser.add_argument_group("Chroma")
     where = group.add_mutually_exclusive_group()
     where.add_argument(
@@ -53,7 +56,7 @@ def add_chroma_arguments(parser: argparse.ArgumentParser, *, collection_default:
         "--collection",
         default=collection_default,
         help="collection name: 3-512 letters, digits, '.', '_', '-'"
-        + (f" (default: {collection_default})" if collection_default else ""),
+        + (f" (default: {collection_help or collection_default})" if collection_help or collection_default else ""),
     )
     group.add_argument(
         "--embedding-model",

@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from zerank_integrations.rerank import RerankStep
     from zerank_integrations.retrieval import documents_in_order
 
+    if args.no_rerank and not args.question.strip():  # no reranker is involved: do not blame one
+        raise support.CliError("query is empty or whitespace-only; a search needs a question to retrieve for")
     try:
         question = validate_query(args.question)
     except (TypeError, ValueError) as exc:

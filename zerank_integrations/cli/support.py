@@ -93,9 +93,9 @@ def progress_bars_only_on_terminal() -> Iterator[None]:
     if sys.stderr.isatty():
         yield
         return
-    from zerank_integrations.retrieval.embeddings import quiet_transformers_progress_bars
+    from zerank_integrations.scoring.quiet import quiet_loading
 
-    with quiet_transformers_progress_bars():
+    with quiet_loading():
         yield
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from zerank_integrations.paths import user_data_dir
 from zerank_integrations.retrieval.base import Hit
 from zerank_integrations.retrieval.chunking import Chunk, ChunkingPolicy, chunk_documents
 from zerank_integrations.retrieval.corpus import Document
@@ -82,13 +83,7 @@ def default_chroma_path() -> Path:
     env = os.environ.get(CHROMA_PATH_ENV)
     if env:
         return Path(env).expanduser()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "zerank-integrations" / "chroma"
+    return user_data_dir() / "chroma"
 
 
 def _settings() -> Any:
@@ -279,7 +274,7 @@ class ChromaStore:
         ordinary documents whole). Re-running on the same documents compares chunk ids, texts and metadata
         with what is stored and writes nothing, so re-ingesting is cheap and idempotent; chunks that a changed
         document no longer has are deleted. Documents missing from ``documents`` are never touched.
-        ``progress(n)`` is called with the number of documents after each batch.
+        ``progress(n)`` is called with the number of documents finished, as their last chunk is stored.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -321,16 +316,26 @@ class ChromaStore:
                 if todo and not checked:
                     self._check_dimension()
                     checked = True
-                for part in range(0, len(todo), max_batch):
-                    window = todo[part : part + max_batch]
+                # Embed in windows of the embedder's own batch, so that progress moves document by document
+                # (a 256-document batch takes a minute on a laptop CPU), not once per batch.
+                left = Counter(c.document.id for c in todo)
+                if progress is not None and len(batch) > len(left):
+                    progress(len(batch) - len(left))  # documents with nothing to embed are done already
+                step = max(1, min(max_batch, int(getattr(self.embedder, "batch_size", 32))))
+                for part in range(0, len(todo), step):
+                    window = todo[part : part + step]
                     self.collection.upsert(
                         ids=[c.id for c in window],
                         documents=[c.text for c in window],
                         metadatas=[c.metadata for c in window],
                         embeddings=self.embedder.encode([c.text for c in window]),
                     )
-                if progress is not None:
-                    progress(len(batch))
+                    finished = 0
+                    for chunk in window:
+                        left[chunk.document.id] -= 1
+                        finished += left[chunk.document.id] == 0
+                    if progress is not None and finished:
+                        progress(finished)
         return IngestReport(
             added=added,
             updated=updated,

@@ -1,4 +1,5 @@
-"""Reading documents to index: BEIR folders (corpus.jsonl, queries.jsonl, qrels.tsv) or .txt/.md folders.
+"""Reading documents to index: BEIR folders (corpus.jsonl, queries.jsonl, qrels.tsv), or folders and single
+files of text, Markdown, HTML and PDF (:mod:`zerank_integrations.retrieval.readers`).
 
 Every problem is reported as a :class:`CorpusError` naming the file (and line, for jsonl/tsv), because a
 traceback from ``json.loads`` deep inside an ingest of 100k lines tells a user nothing they can fix.
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from zerank_integrations.retrieval.errors import CorpusError
+from zerank_integrations.retrieval.readers import SUPPORTED_SUFFIXES, ReaderUnavailable, read_file
 
-TEXT_SUFFIXES = (".txt", ".md", ".markdown")
+TEXT_SUFFIXES = SUPPORTED_SUFFIXES  # every file type a folder ingest reads
 
 
 @dataclass(frozen=True)
@@ -171,14 +173,62 @@ def _check_folder(path: Path) -> None:
         raise CorpusError(f"cannot read folder {path}: permission denied")
 
 
-def read_text_folder(path: str | os.PathLike[str]) -> list[Document]:
-    """Every .txt/.md file under ``path`` (recursively, hidden entries skipped, sorted), one document each.
+@dataclass
+class SkippedFiles:
+    """Files a folder ingest did not read, by reason (each reason: extension -> count), to tell the user."""
+
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, reason: str, file: Path) -> None:
+        suffix = file.suffix.lower() or "(no extension)"
+        counts = self.reasons.setdefault(reason, {})
+        counts[suffix] = counts.get(suffix, 0) + 1
+
+    @property
+    def count(self) -> int:
+        return sum(sum(counts.values()) for counts in self.reasons.values())
+
+    def describe(self) -> str:
+        """E.g. ``skipped 3 files: 2 .csv, 1 .docx (not a supported type: ...); 1 .pdf (no text)``; "" if none."""
+        if not self.count:
+            return ""
+        groups = []
+        for reason, counts in self.reasons.items():
+            listed = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            groups.append(f"{listed} ({reason})")
+        return f"skipped {self.count:,} file{'s' if self.count != 1 else ''}: " + "; ".join(groups)
+
+
+_UNSUPPORTED = f"not a supported type: {', '.join(SUPPORTED_SUFFIXES)}"
+_NO_TEXT = "no text (a scanned PDF needs OCR first)"
+
+
+def _file_document(file: Path, doc_id: str, skipped: SkippedFiles | None) -> Document | None:
+    """One file as a document; ``None`` (and noted in ``skipped``) when it has no text or no reader here."""
+    try:
+        title, text = read_file(file)
+    except ReaderUnavailable as exc:
+        if skipped is None:
+            raise
+        skipped.add(exc.hint, file)
+        return None
+    if not text.strip():
+        if skipped is not None:
+            skipped.add(_NO_TEXT if file.suffix.lower() == ".pdf" else "empty", file)
+        return None
+    return Document(id=doc_id, text=text.strip(), title=title, source=doc_id)
+
+
+def read_text_folder(path: str | os.PathLike[str], skipped: SkippedFiles | None = None) -> list[Document]:
+    """Every .txt/.md/.html/.pdf file under ``path`` (recursively, hidden entries skipped, sorted), one document
+    each; other files, empty ones and PDFs with no reader installed are noted in ``skipped``.
 
     The id is the POSIX path relative to the folder, so re-ingesting the same folder upserts the same ids.
     Whitespace-only files are skipped: an empty document only adds noise to retrieval.
     """
     root = Path(path)
     _check_folder(root)
+    skipped = skipped if skipped is not None else SkippedFiles()
     docs: list[Document] = []
 
     def on_error(exc: OSError) -> None:
@@ -187,35 +237,45 @@ def read_text_folder(path: str | os.PathLike[str]) -> list[Document]:
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or not name.lower().endswith(TEXT_SUFFIXES):
+            if name.startswith("."):
                 continue
             file = Path(dirpath) / name
-            try:
-                text = file.read_text(encoding="utf-8")
-            except UnicodeDecodeError as exc:
-                raise CorpusError(f"{file}: not valid UTF-8 text (byte {exc.start})") from None
-            except PermissionError:
-                raise CorpusError(f"cannot read {file}: permission denied") from None
-            except OSError as exc:
-                raise CorpusError(f"cannot read {file}: {exc.strerror or exc}") from None
-            if text.strip():
-                rel = file.relative_to(root).as_posix()
-                docs.append(Document(id=rel, text=text.strip(), source=rel))
+            if not name.lower().endswith(SUPPORTED_SUFFIXES):
+                skipped.add(_UNSUPPORTED, file)
+                continue
+            doc = _file_document(file, file.relative_to(root).as_posix(), skipped)
+            if doc is not None:
+                docs.append(doc)
     if not docs:
-        raise CorpusError(f"no .txt or .md files under {root} (and no corpus.jsonl)")
+        detail = f"; {skipped.describe()}" if skipped.count else ""
+        raise CorpusError(
+            f"no readable {', '.join(SUPPORTED_SUFFIXES)} files under {root} (and no corpus.jsonl){detail}"
+        )
     return docs
 
 
-def load_documents(path: str | os.PathLike[str]) -> list[Document]:
-    """Documents from a BEIR folder (corpus.jsonl[.gz]), one .jsonl file, or a folder of .txt/.md files."""
+def read_documents(path: str | os.PathLike[str]) -> tuple[list[Document], SkippedFiles]:
+    """:func:`load_documents`, plus what a folder ingest skipped (for the user to see)."""
     path = Path(path).expanduser()
-    if path.is_file() and (path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz")):
-        return read_corpus_jsonl(path)
+    skipped = SkippedFiles()
+    if path.is_file():
+        if path.name.endswith(".jsonl") or path.name.endswith(".jsonl.gz"):
+            return read_corpus_jsonl(path), skipped
+        doc = _file_document(path, path.name, None)
+        if doc is None:
+            raise CorpusError(f"{path}: {_NO_TEXT if path.suffix.lower() == '.pdf' else 'the file is empty'}")
+        return [doc], skipped
     _check_folder(path)
     corpus = _find(path, "corpus.jsonl")
     if corpus is not None:
-        return read_corpus_jsonl(corpus)
-    return read_text_folder(path)
+        return read_corpus_jsonl(corpus), skipped
+    return read_text_folder(path, skipped), skipped
+
+
+def load_documents(path: str | os.PathLike[str]) -> list[Document]:
+    """Documents from a BEIR folder (corpus.jsonl[.gz]), one .jsonl file, one .txt/.md/.html/.pdf file, or a
+    folder of them."""
+    return read_documents(path)[0]
 
 
 def load_beir(path: str | os.PathLike[str], name: str | None = None) -> BeirCollection:

