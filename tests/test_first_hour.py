@@ -139,6 +139,29 @@ def test_weight_loading_bars_only_when_asked_and_no_deprecation_warning(checkpoi
     assert "deprecated" not in done.stderr, done.stderr
 
 
+def test_offline_search_without_a_model_says_it_in_one_line(med_chroma: Path, tmp_path: Path) -> None:
+    """The default model, not cached, with the Hub out of reach (a closed loopback port): one line, no warning
+    before it, and the advice given once."""
+    import socket
+
+    from zerank_integrations.cli import DEMO_COLLECTION
+
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{closed}", HF_HOME=str(tmp_path / "hf-home"))
+    command = [sys.executable, "-m", "zerank_integrations.cli", "search", "what causes scurvy?"]
+    command += ["--chroma-path", str(med_chroma), "--collection", DEMO_COLLECTION]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    (line,) = lines
+    assert line.startswith("zerank-integrations: error: could not load reranker model 'zeroentropy/zerank-2-reranker'")
+    assert "the Hugging Face Hub cannot be reached" in line and "trying the local cache" not in line
+    assert line.count("--model") == 1 and "make-test-model DIR" in line
+
+
 def test_quiet_loading_is_shared_across_threads() -> None:
     """Overlapping blocks in two threads: the bars stay off until the last one ends, then come back."""
     from transformers.utils import logging as hf_logging
@@ -360,6 +383,19 @@ def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     assert "(default: beir-<name of the --beir folder>, or an existing collection holding exactly that corpus" in flat
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "Cohere, Voyage, Jina, TEI, Mixedbread, ZeroEntropy and vLLM" in " ".join(out.split())
+
+
+def test_serve_help_lists_every_route(capsys: pytest.CaptureFixture[str]) -> None:
+    from zerank_integrations.serving.dialects import DIALECTS
+
+    code, out, _ = run(capsys, "serve", "--help")
+    flat = " ".join(out.split())
+    assert code == 0 and len(DIALECTS) >= 5
+    for dialect in DIALECTS:
+        assert f"POST {dialect.path} ({dialect.summary})" in flat
+    assert all(route in flat for route in ("/health", "/ready", "/metrics", "/v1/models"))
+    code, out, _ = run(capsys, "--help")
+    assert "Cohere v1/v2, Jina, Voyage, vLLM, TEI, Mixedbread, ZeroEntropy" in " ".join(out.split())
 
 
 def test_eval_reuses_an_identical_collection(

@@ -15,7 +15,8 @@ def register(subparsers: Any) -> None:
     # Options are added by zerank_integrations.serving.cli when `serve` runs (FastAPI is imported only then).
     parser = subparsers.add_parser(
         "serve",
-        help="serve POST /v1/rerank over HTTP (needs the 'server' extra); see `serve --help`",
+        help="serve the rerank API over HTTP in every common dialect: Cohere v1/v2, Jina, Voyage, vLLM, TEI, "
+        "Mixedbread, ZeroEntropy (needs the 'server' extra); see `serve --help`",
         add_help=False,
     )
     parser.set_defaults(handler=None)
@@ -32,9 +33,13 @@ def run(extra: list[str]) -> int:
         raise CliError(
             f"`serve` needs the server extra ({missing} is not installed): pip install 'zerank-integrations[server]'"
         ) from None
+    from zerank_integrations.serving.dialects import DIALECTS
+
+    routes = "; ".join(f"POST {dialect.path} ({dialect.summary})" for dialect in DIALECTS)
     parser = argparse.ArgumentParser(
         prog=f"{PROG} serve",
-        description="Serve POST /v1/rerank (Cohere/Jina-compatible) and GET /health over one reranker model.",
+        description=f"Serve one reranker model over HTTP: {routes}; GET /health (alive), /ready (loaded, not "
+        "draining), /metrics (Prometheus), /v1/models and /openapi.json.",
     )
     serving_cli.add_serve_arguments(parser)
     try:

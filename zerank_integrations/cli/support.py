@@ -111,9 +111,13 @@ def load_scorer(args: argparse.Namespace) -> Any:
     except ModelLoadError as exc:
         if local.exists():
             raise
+        # The library's advice names its own argument; here it is a flag, said once.
+        message = str(exc).replace("pass its local directory instead of the hub id", "pass that folder with --model")
+        if "--model" not in message:
+            message += ". Pass a local checkpoint folder with --model /path/to/zerank-2"
         raise CliError(
-            f"{exc}. Pass a local checkpoint folder with --model /path/to/zerank-2; to try the pipeline "
-            f"offline, `{PROG} make-test-model DIR` writes a tiny random-weight model (meaningless scores)"
+            f"{message}; to try the pipeline offline, `{PROG} make-test-model DIR` writes a tiny random-weight model "
+            "(meaningless scores)"
         ) from None
     except (ValueError, TypeError) as exc:  # bad --device / --dtype / --max-length
         raise CliError(f"cannot set up reranker {model!r}: {exc}") from None

@@ -16,6 +16,7 @@ from zerank_integrations.scoring import attention
 from zerank_integrations.scoring.batching import CostModel, device_speed
 from zerank_integrations.scoring.forward import CausalHeadForward, ClassifierForward, Forward
 from zerank_integrations.scoring.prompts import PromptTemplate, Tokens
+from zerank_integrations.scoring.quiet import quiet_loading
 from zerank_integrations.scoring.source import CheckpointSource, ModelLoadError, _load_hint
 
 _PROBE = ("zerank load check", "Checks that the fast path equals the model's own logits.")
@@ -79,9 +80,10 @@ def _base_config(family: RerankerFamily, facts: CheckpointFacts) -> Any | None:
 def _from_pretrained(auto_class: Any, name: str, checkpoint: CheckpointSource, dtype: torch.dtype, **extra: Any) -> Any:
     """Load safetensors weights only; refuse checkpoints whose weights do not fit the architecture."""
     try:
-        model, info = auto_class.from_pretrained(
-            name, dtype=dtype, use_safetensors=True, output_loading_info=True, **extra, **checkpoint.options()
-        )
+        with quiet_loading():  # no "Loading weights" bar inside apps, servers and logs unless asked
+            model, info = auto_class.from_pretrained(
+                name, dtype=dtype, use_safetensors=True, output_loading_info=True, **extra, **checkpoint.options()
+            )
     except (OSError, ValueError, ImportError) as error:
         raise ModelLoadError(_load_hint(name, checkpoint.revision, error)) from error
     missing = [k for k in info.get("missing_keys", []) if not k.endswith("position_ids")]
