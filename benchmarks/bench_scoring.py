@@ -236,8 +236,13 @@ def prompt_shapes(args: argparse.Namespace, groups: list[tuple[str, list[str]]])
     for group, (query, docs) in enumerate(groups):
         q = template.normalize(query, "")[0]
         segment = template.query_segment(tokens, q, template.effective_instruction(None), limit)
-        for pair in template.encode(tokens, [(segment, template.normalize_document(d)) for d in docs], limit):
-            shapes.append([group, len(pair.prefix), len(pair.continuation)])
+        documents = [template.normalize_document(d) for d in docs]
+        if hasattr(template, "encode"):
+            pairs = template.encode(tokens, [(segment, d) for d in documents], limit)
+        else:  # a --prev-src before issue #17: documents tokenized on their own, then assembled
+            texts = [template.document_text(d) for d in documents]
+            pairs = [template.assemble(segment, ids, limit) for ids in tokens.ids(texts)]
+        shapes.extend([group, len(pair.prefix), len(pair.continuation)] for pair in pairs)
     return shapes
 
 

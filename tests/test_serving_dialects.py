@@ -190,6 +190,7 @@ FIELD["/v1/models/rerank"] = "documents"
 BAD: list[tuple[str, Callable[[str], dict[str, Any] | bytes], int, str]] = [
     ("missing query", lambda f: {f: ["d"]}, 422, "'query' is required"),
     ("blank query", lambda f: {"query": "  ", f: ["d"]}, 422, "'query' is empty"),
+    ("separators-only query", lambda f: {"query": "\x1d\x1f ", f: ["d"]}, 422, "'query' is empty"),  # str.strip
     ("documents not a list", lambda f: {"query": "q", f: "d"}, 422, "must be an array"),
     ("numeric document", lambda f: {"query": "q", f: ["d", 5]}, 422, "[1]"),
     ("lone surrogate", lambda f: b'{"query": "q", "' + f.encode() + b'": ["ok", "x\\udc00"]}', 422, "lone surrogate"),

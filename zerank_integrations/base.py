@@ -158,3 +158,9 @@ def rank_scores(
     if score_threshold is not None:
         ranked = [(i, s) for i, s in ranked if s >= score_threshold]
     return ranked if top_n is None else ranked[:top_n]
+
+
+def rounded_percent(part: float, whole: float) -> float:
+    """``part`` as a percent of ``whole``, rounded to 2 decimals (90.13, not 90.12857142857143): a figure for
+    people, shown next to the exact counts; 0.0 for an empty whole."""
+    return round(100.0 * part / whole, 2) if whole else 0.0

@@ -159,64 +159,55 @@ _MODELING_ZERANKER = (
     "# reproduced here; the file is present so the loader meets it, and never runs it.\n"
 )
 
+
+def _zerank2(
+    variant: str,
+    unconfirmed: str,
+    *,
+    trim: bool = False,
+    conditional_header: bool = True,
+    others: Literal["chatml", "qwen3"] = "chatml",
+    **fields: Any,
+) -> PublishedLayout:
+    """zerank-2-reranker as published (commit d3fb332), with one reading of its unseen template text."""
+    return PublishedLayout(
+        "zerank-2-reranker" + (f"/{variant}" if variant else ""),
+        "zerank",
+        ("zeroentropy/zerank-2-reranker",),
+        "Qwen3ForCausalLM",
+        ZERANK_SOURCES,
+        chat_template=_zerank_pair_template(trim=trim, conditional_header=conditional_header, others=others),
+        st_files=fields.pop("st_files", ZERANK2_ST_FILES),
+        config_extra={"tie_word_embeddings": True},
+        unconfirmed=unconfirmed,
+        **fields,
+    )
+
+
 LAYOUTS: dict[str, PublishedLayout] = {
     layout.name: layout
     for layout in (
-        PublishedLayout(
-            "zerank-2-reranker",
-            "zerank",
-            ("zeroentropy/zerank-2-reranker",),
-            "Qwen3ForCausalLM",
-            ZERANK_SOURCES,
-            chat_template=_zerank_pair_template(trim=False, conditional_header=True, others="chatml"),
-            st_files=ZERANK2_ST_FILES,
-            config_extra={"tie_word_embeddings": True},
-            unconfirmed="template text: no trim, header on add_generation_prompt, other roles as ChatML turns",
+        _zerank2("", "template text: no trim, header on add_generation_prompt, other roles as ChatML turns"),
+        _zerank2(
+            "qwen3-fallback",
+            "template text: a pair branch before the stock Qwen3 template (the issue's reading)",
+            others="qwen3",
         ),
-        PublishedLayout(
-            "zerank-2-reranker/qwen3-fallback",
-            "zerank",
-            ("zeroentropy/zerank-2-reranker",),
-            "Qwen3ForCausalLM",
-            ZERANK_SOURCES,
-            chat_template=_zerank_pair_template(trim=False, conditional_header=True, others="qwen3"),
-            st_files=ZERANK2_ST_FILES,
-            config_extra={"tie_word_embeddings": True},
-            unconfirmed="template text: a pair branch before the stock Qwen3 template (the issue's reading)",
+        _zerank2(
+            "unconditional-header",
+            "template text: the assistant header whatever add_generation_prompt says",
+            conditional_header=False,
+            others="qwen3",
         ),
-        PublishedLayout(
-            "zerank-2-reranker/unconditional-header",
-            "zerank",
-            ("zeroentropy/zerank-2-reranker",),
-            "Qwen3ForCausalLM",
-            ZERANK_SOURCES,
-            chat_template=_zerank_pair_template(trim=False, conditional_header=False, others="qwen3"),
-            st_files=ZERANK2_ST_FILES,
-            config_extra={"tie_word_embeddings": True},
-            unconfirmed="template text: the assistant header whatever add_generation_prompt says",
+        _zerank2(
+            "trimmed", "template text: query and document trimmed (as the old remote code stripped them)", trim=True
         ),
-        PublishedLayout(
-            "zerank-2-reranker/trimmed",
-            "zerank",
-            ("zeroentropy/zerank-2-reranker",),
-            "Qwen3ForCausalLM",
-            ZERANK_SOURCES,
-            chat_template=_zerank_pair_template(trim=True, conditional_header=True, others="chatml"),
-            st_files=ZERANK2_ST_FILES,
-            config_extra={"tie_word_embeddings": True},
-            unconfirmed="template text: query and document trimmed (as the old remote code stripped them)",
-        ),
-        PublishedLayout(
-            "zerank-2-reranker/no-sentence-transformers",
-            "zerank",
-            ("zeroentropy/zerank-2-reranker",),
-            "Qwen3ForCausalLM",
-            ZERANK_SOURCES,
-            chat_template=_zerank_pair_template(trim=False, conditional_header=True, others="chatml"),
-            config_extra={"tie_word_embeddings": True},
+        _zerank2(
+            "no-sentence-transformers",
+            "a copy without the sentence-transformers files (the template alone says the prompt)",
+            st_files=None,
             hub_cache_id="zeroentropy/zerank-2-reranker",
             reference="chat-template",
-            unconfirmed="a copy without the sentence-transformers files (the template alone says the prompt)",
         ),
         PublishedLayout(
             "zerank-1",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from zerank_integrations.base import DEFAULT_MODEL, validate_instruction
+from zerank_integrations.base import DEFAULT_MODEL, rounded_percent, validate_instruction
 from zerank_integrations.options import SCORER_OPTIONS
 from zerank_integrations.ray_support import require_ray
 from zerank_integrations.rerank import DEFAULT_BUDGET_ENCODING, RerankResult, RerankStep
@@ -310,7 +310,7 @@ def dataset_savings(dataset: Dataset) -> dict[str, Any]:
         if priced:
             costs.extend(priced)
     saved = totals["tokens_in"] - totals["tokens_kept"]
-    percent = 100.0 * saved / totals["tokens_in"] if totals["tokens_in"] else 0.0
+    percent = rounded_percent(saved, totals["tokens_in"])  # as the ledger's summary rounds it
     cost = math.fsum(costs) if costs else None  # per-row costs: equal to the ledger's up to float rounding
     return {**totals, "tokens_saved": saved, "percent_saved": percent, "cost_saved_usd": cost}
 

@@ -31,7 +31,7 @@ from zerank_integrations.accounting.encodings import (
     get_encoding,
 )
 from zerank_integrations.accounting.prices import PRICES_AS_OF, lookup_price
-from zerank_integrations.base import as_list
+from zerank_integrations.base import as_list, rounded_percent
 
 Formatter = Callable[[Any], str]
 
@@ -63,12 +63,6 @@ class TokenSavings:
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TokenSavings))
-
-
-def _percent(saved: int, total: int) -> float:
-    """Percent of prompt tokens saved, rounded to 2 decimals (90.13, not 90.12857142857143): a figure for people;
-    the exact token counts sit next to it."""
-    return round(100.0 * saved / total, 2) if total else 0.0
 
 
 class _Counter:
@@ -256,7 +250,7 @@ class TokenLedger:
                 tokens_in=tokens_in,
                 tokens_kept=tokens_kept,
                 tokens_saved=saved,
-                percent_saved=_percent(saved, tokens_in),
+                percent_saved=rounded_percent(saved, tokens_in),
                 cost_saved_usd=cost,
                 timestamp=time.time(),
             )
@@ -299,7 +293,7 @@ class TokenLedger:
                 "tokens_in": self._tokens_in,
                 "tokens_kept": self._tokens_kept,
                 "tokens_saved": saved,
-                "percent_saved": _percent(saved, self._tokens_in),
+                "percent_saved": rounded_percent(saved, self._tokens_in),
                 "cost_saved_usd": saved * self._price / 1_000_000 if self._price is not None else None,
                 "llm": self._llm,
                 "encoding": self._encoding_name,

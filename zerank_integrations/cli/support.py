@@ -112,7 +112,9 @@ def load_scorer(args: argparse.Namespace) -> Any:
         if local.exists():
             raise
         # The library's advice names its own argument; here it is a flag, said once.
-        message = str(exc).replace("pass its local directory instead of the hub id", "pass that folder with --model")
+        message = str(exc).replace(
+            "pass its local directory instead of the hub id", "pass that folder with --model /path/to/zerank-2"
+        )
         if "--model" not in message:
             message += ". Pass a local checkpoint folder with --model /path/to/zerank-2"
         raise CliError(

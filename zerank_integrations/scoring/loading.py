@@ -168,6 +168,7 @@ def load_replicas(
         with _CACHE_LOCK:
             _DETECTED[(identity, revision)] = chosen.name
     template = choose_template(source.name, chosen, facts, tokens, named_by_caller=named_by_caller)
+    read = _Read(source, facts, tokenizer, tokens, template, detected_by)
     replicas = []
     for device, replica in places:
         key = key_for(chosen.name, device, replica)
@@ -180,7 +181,7 @@ def load_replicas(
             with _CACHE_LOCK:
                 cached = _CACHE.get(key)
             if cached is None:
-                cached = _load(key, detected_by, source, facts, template, tokenizer, tokens, device, resolved_dtype)
+                cached = _load(key, read, device, resolved_dtype)
                 with _CACHE_LOCK:
                     _CACHE[key] = cached
         replicas.append(cached)
@@ -210,24 +211,27 @@ def _detect(facts: CheckpointFacts, tokens: Tokens) -> tuple[RerankerFamily, str
     return family, how
 
 
-def _load(
-    key: ModelKey,
-    detected_by: str,
-    source: CheckpointSource,
-    facts: CheckpointFacts,
-    template: PromptTemplate,
-    tokenizer: Any,
-    tokens: Tokens,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> LoadedModel:
+@dataclass(frozen=True)
+class _Read:
+    """What one load learnt about the checkpoint before any weights: shared by all its replicas."""
+
+    source: CheckpointSource
+    facts: CheckpointFacts
+    tokenizer: Any
+    tokens: Tokens
+    template: PromptTemplate
+    detected_by: str
+
+
+def _load(key: ModelKey, read: _Read, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    source, facts, template, tokenizer, tokens = read.source, read.facts, read.template, read.tokenizer, read.tokens
     built = build_model(source, facts, template, tokenizer, tokens, device, dtype)
     if built.causal_lm is not None:
         check_fast_path(built, template, tokens, source.name)
     loaded = LoadedModel(
         key=key,
         family=template.family,
-        detected_by=detected_by,
+        detected_by=read.detected_by,
         facts=facts,
         tokenizer=tokenizer,
         tokens=tokens,

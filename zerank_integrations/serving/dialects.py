@@ -44,8 +44,11 @@ def _encodable(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_encodable)]
+# Blank as the core reads it (str.strip): Unicode White_Space plus the separators U+001C-U+001F, which Python
+# strips too; the schema says the same, so a schema-valid query is never refused after batching.
+NOT_BLANK = r"[^\s\x1c-\x1f]"
 Query = Annotated[
-    str, Field(pattern=r"\S", description="the search query; must not be blank"), AfterValidator(_encodable)
+    str, Field(pattern=NOT_BLANK, description="the search query; must not be blank"), AfterValidator(_encodable)
 ]
 Instruction = Annotated[
     str | None,
