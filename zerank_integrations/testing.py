@@ -27,7 +27,6 @@ from zerank_integrations.layouts import QWEN3_STOCK, PublishedLayout
 QWEN3_VOCAB_SIZE = 151_936
 TOKENIZER_ENV = "ZERANK_QWEN3_TOKENIZER"
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
-CAUSAL_FAMILIES = ("zerank", "qwen3-reranker", "mxbai-rerank-v2")
 
 
 def is_random_weights(path: str | os.PathLike[str]) -> bool:

@@ -66,7 +66,6 @@ class CheckpointFacts:
     sentence_transformers: bool = False  # ships modules.json
     logit_score: LogitScoreHead | None = None
     chat: ChatSettings | None = None  # how a pair is rendered, when the checkpoint says (sentence-transformers)
-    chat_template: str | None = field(default=None, repr=False)
     max_seq_length: int | None = None  # sentence_bert_config.json: where sentence-transformers truncates
     tokenizer_remote_code: bool = False  # tokenizer_config.json names a class of the checkpoint's own code
     config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # config.json as written
@@ -121,7 +120,6 @@ class CheckpointFacts:
             sentence_transformers=modules is not None,
             logit_score=_logit_score(logit_config) if logit_module is not None else None,
             chat=chat,
-            chat_template=template,
             max_seq_length=max_seq_length if isinstance(max_seq_length, int) and max_seq_length > 0 else None,
             tokenizer_remote_code=bool(tokenizer_config.get("auto_map")),
             config=config,

@@ -115,7 +115,6 @@ class QuerySegment:
 
     prefix: Piece
     suffix: Piece  # what every prompt of the query ends with (the template's tail)
-    query_tokens: int  # the query segment's own tokens (what the query share caps)
     truncated: bool
     before: str | None = None  # chat templates: the rendered text before the document ...
     after: str | None = None  # ... and after it
@@ -208,7 +207,7 @@ class PromptTemplate:
                 shortened = self._shorten_query_text(tokens, query, instruction, cap)
             ids = shortened if shortened is not None else ids[:cap]
         piece = self._typed(ids, self.query_type)
-        return QuerySegment(self.head + piece + self.middle, self.tail, len(piece), truncated)
+        return QuerySegment(self.head + piece + self.middle, self.tail, truncated)
 
     def _chat_query_segment(self, tokens: Tokens, query: str, instruction: str | None, max_length: int) -> QuerySegment:
         """Chat templates: the rendered text up to the document slot, tokenized as one text."""
@@ -217,8 +216,7 @@ class PromptTemplate:
         numerator, denominator = self.family.query_share
         cap = (max_length - len(head_ids) - len(tail_ids)) * numerator // denominator
         text = self.query_text(query, instruction)
-        size = len(tokens.ids([text])[0])
-        truncated = size > cap
+        truncated = len(tokens.ids([text])[0]) > cap
         if truncated:
             shortened = self._shorten_query_text(tokens, query, instruction, cap, ids_only=False)
             if shortened is not None:
@@ -226,10 +224,9 @@ class PromptTemplate:
             else:  # not even an empty query fits beside the instruction: cut the segment's text at a token
                 _, spans = tokens.with_offsets([text])[0]
                 text = text[: spans[cap - 1][1]] if cap > 0 else ""
-            size = len(tokens.ids([text])[0])
         before = head + text + middle
         prefix = Piece(tuple(tokens.ids([before])[0]))
-        return QuerySegment(prefix, Piece(tuple(tail_ids)), size, truncated, before=before, after=tail)
+        return QuerySegment(prefix, Piece(tuple(tail_ids)), truncated, before=before, after=tail)
 
     def _shorten_query_text(
         self, tokens: Tokens, query: str, instruction: str | None, cap: int, *, ids_only: bool = True
