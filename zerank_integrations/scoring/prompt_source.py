@@ -13,9 +13,9 @@ recipe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
-from zerank_integrations.families import ChatSettings, CheckpointFacts, RerankerFamily
+from zerank_integrations.families import ChatSettings, CheckpointFacts, PromptFormat, RerankerFamily
 from zerank_integrations.scoring.prompts import PromptTemplate, PromptTemplateError, Tokens, render_chat
 from zerank_integrations.scoring.source import ModelLoadError
 
@@ -41,62 +41,65 @@ def choose_template(
     """The prompt template ``family`` scores this checkpoint with (see the module docstring)."""
     if family.prompt.pieces == "tokenizer_pair":  # cross-encoders: the tokenizer's own pair encoding, always
         return _build(name, family, tokens)
-    settings = _pair_settings(facts, tokens)
-    if settings is None:
+    found = _pair_template(family, facts, tokens)
+    if found is None:
         return _build(name, family, tokens)
-    takes_instruction = _declares_instruction(tokens.tokenizer.chat_template or "")
-    pair_format = family.pair_template_format(
-        settings.kwargs, settings.message_format, takes_instruction=takes_instruction
-    )
+    pair_format, settings = found
     try:
         own: PromptTemplate | None = PromptTemplate.build(family, tokens, pair_format, source=CHECKPOINT_TEMPLATE)
     except PromptTemplateError:
         own = None  # the template changes the texts (strips them, say): it is the family's recipe or nothing
+    # A recipe defined through a chat template states its text; the others render it (built once, here).
+    recipe = _build(name, family, tokens) if family.prompt.expected_text is None else None
     probes = _PLAIN_PROBES if own is not None else _PLAIN_PROBES + _PADDED_PROBES
-    recipe = _recipe_text(name, family, tokens)
     for query, document, instruction in probes:
         theirs = render_chat(tokens.tokenizer, pair_format, query, document, instruction)
-        ours = recipe(*((query.strip(), document.strip()) if family.prompt.strip else (query, document)))
+        ours = _recipe_text(family, recipe, tokens, query, document)
         if theirs != ours:
-            return _mismatch(name, family, tokens, named_by_caller, theirs, ours)
+            return _mismatch(name, family, tokens, named_by_caller, theirs, ours, recipe)
     if own is not None:
         logger.info("model %s: scored with its own chat template (%s)", name, settings.source)
         return own
-    return _build(name, family, tokens)
+    return recipe or _build(name, family, tokens)
 
 
-def _pair_settings(facts: CheckpointFacts, tokens: Tokens) -> ChatSettings | None:
-    """How the publisher renders a pair, when the checkpoint's chat template takes ("query", "document")."""
-    if not getattr(tokens.tokenizer, "chat_template", None):
+def _pair_template(
+    family: RerankerFamily, facts: CheckpointFacts, tokens: Tokens
+) -> tuple[PromptFormat, ChatSettings] | None:
+    """The checkpoint's own prompt, when its chat template takes ("query", "document") messages, rendered as its
+    publisher says (sentence-transformers settings; without them, with the generation prompt)."""
+    template = getattr(tokens.tokenizer, "chat_template", None)
+    if not template:
         return None
     settings = facts.chat or ChatSettings(
         kwargs=(("add_generation_prompt", True),), message_format="flat", source="no sentence-transformers files"
     )
+    pair_format = family.pair_template_format(
+        settings.kwargs, settings.message_format, takes_instruction=_declares_instruction(template)
+    )
     query, document = "\ue010probe-query\ue011", "\ue012probe-document\ue013"
-    messages = [{"role": "query", "content": query}, {"role": "document", "content": document}]
-    if settings.message_format == "structured":
-        messages = [{**m, "content": [{"type": "text", "text": m["content"]}]} for m in messages]
     try:
-        rendered = tokens.tokenizer.apply_chat_template(messages, tokenize=False, **settings.as_dict())
+        rendered = render_chat(tokens.tokenizer, pair_format, query, document)
     except Exception:  # a template that cannot render these roles (the stock Qwen3 one raises): none
         return None
-    return settings if isinstance(rendered, str) and query in rendered and document in rendered else None
+    if not (isinstance(rendered, str) and query in rendered and document in rendered):
+        return None
+    return pair_format, settings
 
 
-def _recipe_text(name: str, family: RerankerFamily, tokens: Tokens) -> Callable[[str, str], str]:
+def _recipe_text(
+    family: RerankerFamily, recipe: PromptTemplate | None, tokens: Tokens, query: str, document: str
+) -> str:
     """The family's prompt for (query, document) as text, as its published recipe renders it."""
     fmt = family.prompt
-    if fmt.expected_text is not None:  # a recipe defined through a chat template states its text
-        pattern = fmt.expected_text
-        return lambda query, document: pattern.format(query=query, document=document)
-    template = _build(name, family, tokens)
-
-    def from_recipe(query: str, document: str) -> str:
-        text = template.reference_text(tokens, query, document, template.effective_instruction(None))
-        assert text is not None
-        return text
-
-    return from_recipe
+    if fmt.strip:
+        query, document = query.strip(), document.strip()
+    if recipe is None:
+        assert fmt.expected_text is not None
+        return fmt.expected_text.format(query=query, document=document)
+    text = recipe.reference_text(tokens, query, document, recipe.effective_instruction(None))
+    assert text is not None
+    return text
 
 
 def _build(name: str, family: RerankerFamily, tokens: Tokens) -> PromptTemplate:
@@ -107,7 +110,13 @@ def _build(name: str, family: RerankerFamily, tokens: Tokens) -> PromptTemplate:
 
 
 def _mismatch(
-    name: str, family: RerankerFamily, tokens: Tokens, named_by_caller: bool, theirs: str, ours: str
+    name: str,
+    family: RerankerFamily,
+    tokens: Tokens,
+    named_by_caller: bool,
+    theirs: str,
+    ours: str,
+    recipe: PromptTemplate | None,
 ) -> PromptTemplate:
     at = next((i for i, (a, b) in enumerate(zip(theirs, ours, strict=False)) if a != b), min(len(theirs), len(ours)))
     where = (
@@ -122,7 +131,7 @@ def _mismatch(
             family.name,
             where,
         )
-        return _build(name, family, tokens)
+        return recipe or _build(name, family, tokens)
     raise ModelLoadError(
         f"model {name!r}: it reads as a {family.name} checkpoint, but its chat template renders a different prompt "
         f"than the {family.name} recipe: {where}. Pass family= to score it with the recipe anyway, or use "

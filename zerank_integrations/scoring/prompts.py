@@ -137,6 +137,18 @@ class EncodedPair:
 
 
 @dataclass(frozen=True)
+class _ChatPieces:
+    """A chat template rendered around the slots: its texts, and their tokens on their own."""
+
+    head: str
+    middle: str
+    tail: str
+    head_ids: Piece
+    middle_ids: Piece
+    tail_ids: Piece
+
+
+@dataclass(frozen=True)
 class PromptTemplate:
     """A family's prompt for one tokenizer: fixed pieces as tokens, and how the variable ones are made."""
 
@@ -148,7 +160,7 @@ class PromptTemplate:
     query_type: int | None = None  # token type id of query tokens (tokenizer_pair families)
     document_type: int | None = None
     source: str = "the family's recipe"  # where the prompt comes from, for messages and the README
-    _chat_cache: dict[str | None, tuple[str, str, str]] = field(
+    _chat_cache: dict[str | None, _ChatPieces] = field(
         default_factory=dict, init=False, repr=False, compare=False, hash=False
     )
 
@@ -211,10 +223,9 @@ class PromptTemplate:
 
     def _chat_query_segment(self, tokens: Tokens, query: str, instruction: str | None, max_length: int) -> QuerySegment:
         """Chat templates: the rendered text up to the document slot, tokenized as one text."""
-        head, middle, tail = self._chat_texts(tokens, instruction)
-        head_ids, tail_ids = tokens.ids([head, tail])
+        pieces = self._chat_pieces(tokens, instruction)
         numerator, denominator = self.family.query_share
-        cap = (max_length - len(head_ids) - len(tail_ids)) * numerator // denominator
+        cap = (max_length - len(pieces.head_ids) - len(pieces.tail_ids)) * numerator // denominator
         text = self.query_text(query, instruction)
         truncated = len(tokens.ids([text])[0]) > cap
         if truncated:
@@ -224,9 +235,9 @@ class PromptTemplate:
             else:  # not even an empty query fits beside the instruction: cut the segment's text at a token
                 _, spans = tokens.with_offsets([text])[0]
                 text = text[: spans[cap - 1][1]] if cap > 0 else ""
-        before = head + text + middle
+        before = pieces.head + text + pieces.middle
         prefix = Piece(tuple(tokens.ids([before])[0]))
-        return QuerySegment(prefix, Piece(tuple(tail_ids)), truncated, before=before, after=tail)
+        return QuerySegment(prefix, pieces.tail_ids, truncated, before=before, after=pieces.tail)
 
     def _shorten_query_text(
         self, tokens: Tokens, query: str, instruction: str | None, cap: int, *, ids_only: bool = True
@@ -263,7 +274,9 @@ class PromptTemplate:
         the document segment on its own. Over-long documents are cut from their end; the suffix stays whole.
         """
         if self.format.pieces == "chat_template":
-            rendered = tokens.ids([f"{segment.before}{document}{segment.after}" for segment, document in items])
+            rendered = tokens.ids(
+                [f"{segment.before}{self.document_text(document)}{segment.after}" for segment, document in items]
+            )
             pairs = zip(items, rendered, strict=True)
             return [self._from_rendered(segment, ids, max_length) for (segment, _), ids in pairs]
         documents = tokens.ids([self.document_text(document) for _, document in items])
@@ -291,8 +304,9 @@ class PromptTemplate:
         return Piece(tuple(ids), None if type_id is None else (type_id,) * len(ids))
 
     # -- chat templates ------------------------------------------------------------------------------------
-    def _chat_texts(self, tokens: Tokens, instruction: str | None) -> tuple[str, str, str]:
-        """The rendered text before the query, between query and document, and after the document.
+    def _chat_pieces(self, tokens: Tokens, instruction: str | None) -> _ChatPieces:
+        """The rendered text before the query, between query and document, and after the document (and the
+        tokens of the text before and after, which size every prompt).
 
         One rendering per instruction where the template takes the instruction itself; cached.
         """
@@ -307,7 +321,10 @@ class PromptTemplate:
             middle, tail = rest.split(_DOCUMENT_SENTINEL)
             if not tail:
                 raise PromptTemplateError("the chat template ends with the document: nothing marks where to score")
-            found = self._chat_cache[key] = (head, middle, tail)
+            head_ids, middle_ids, tail_ids = tokens.ids([head, middle, tail])
+            found = self._chat_cache[key] = _ChatPieces(
+                head, middle, tail, Piece(tuple(head_ids)), Piece(tuple(middle_ids)), Piece(tuple(tail_ids))
+            )
         return found
 
     # -- construction -------------------------------------------------------------------------------------
@@ -347,11 +364,10 @@ class PromptTemplate:
         if not getattr(tokenizer, "chat_template", None):
             raise PromptTemplateError(f"the tokenizer has no chat template; the {family.name} family needs one")
         template = cls(family, fmt, Piece(()), Piece(()), Piece(()), source=source)
-        head, middle, tail = template._chat_texts(tokens, None)
-        head_ids, middle_ids, tail_ids = tokens.ids([head, middle, tail])
-        object.__setattr__(template, "head", Piece(tuple(head_ids)))
-        object.__setattr__(template, "middle", Piece(tuple(middle_ids)))
-        object.__setattr__(template, "tail", Piece(tuple(tail_ids)))
+        pieces = template._chat_pieces(tokens, None)
+        object.__setattr__(template, "head", pieces.head_ids)
+        object.__setattr__(template, "middle", pieces.middle_ids)
+        object.__setattr__(template, "tail", pieces.tail_ids)
         return template
 
     @classmethod
@@ -417,7 +433,7 @@ class PromptTemplate:
             segment = self.query_segment(tokens, query, instruction, unbounded)
             if self.format.pieces == "chat_template":
                 rendered = self.reference_text(tokens, query, document, instruction)
-                if rendered != f"{segment.before}{document}{segment.after}":
+                if rendered != f"{segment.before}{self.document_text(document)}{segment.after}":
                     raise PromptTemplateError(
                         "the chat template does not insert the query and document as given (it changes the texts "
                         f"around them: probe query {query!r})"
