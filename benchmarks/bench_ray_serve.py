@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import socket
 import sys
 import tempfile
@@ -40,6 +38,8 @@ from bench_server import (  # a sibling script
     add_workload_arguments,
     best_of,
     build_workload,
+    describe_run,
+    write_json,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,11 +139,7 @@ def main() -> None:
             serve.shutdown()
             ray.shutdown()
 
-    pairs = sum(len(d) for _, d in work)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}"
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}; best of {args.repeat}")
-    print(f"machine: {machine}; model: {args.model or f'random Qwen3 {args.hidden_size}x{args.layers}'}")
-    print(f"workload: {args.requests} requests x {args.docs} documents ({pairs} pairs), <= {args.doc_chars} chars each")
+    describe_run(args, work)
     print("| mode | concurrency | pairs/s | requests / scoring call | forward passes / request | seconds |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, rows in results.items():
@@ -152,9 +148,7 @@ def main() -> None:
                 f"| {name} | {c} | {row['pairs_per_s']} | {row['requests_per_call']} | "
                 f"{row['forward_passes_per_request']} | {row['seconds']} |"
             )
-    if args.json:
-        settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        args.json.write_text(json.dumps({"machine": machine, "settings": settings, "results": results}, indent=2))
+    write_json(args, results)
 
 
 if __name__ == "__main__":

@@ -214,12 +214,7 @@ def main() -> None:
             finally:
                 server.close()
 
-    pairs = sum(len(d) for _, d in work)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}"
-    load = os.getloadavg()[0]
-    print(f"\nload average at the end: {load:.1f}; torch threads: {args.torch_threads}; best of {args.repeat}")
-    print(f"machine: {machine}; model: {args.model or f'random Qwen3 {args.hidden_size}x{args.layers}'}")
-    print(f"workload: {args.requests} requests x {args.docs} documents ({pairs} pairs), <= {args.doc_chars} chars each")
+    describe_run(args, work, f"torch threads: {args.torch_threads}; ")
     print("| mode | concurrency | pairs/s | forward passes / request | seconds |")
     print("|---|---:|---:|---:|---:|")
     for name, rows in results.items():
@@ -228,9 +223,25 @@ def main() -> None:
             print(
                 f"| {name} | {label} | {row['pairs_per_s']} | {row['forward_passes_per_request']} | {row['seconds']} |"
             )
+    write_json(args, results)
+
+
+def machine_line() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, python {platform.python_version()}"
+
+
+def describe_run(args: argparse.Namespace, work: list[tuple[str, list[str]]], extra: str = "") -> None:
+    """The lines every server benchmark prints above its table: load, machine, model, workload."""
+    pairs = sum(len(d) for _, d in work)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}; {extra}best of {args.repeat}")
+    print(f"machine: {machine_line()}; model: {args.model or f'random Qwen3 {args.hidden_size}x{args.layers}'}")
+    print(f"workload: {args.requests} requests x {args.docs} documents ({pairs} pairs), <= {args.doc_chars} chars each")
+
+
+def write_json(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if args.json:
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        report = {"machine": machine, "settings": settings, "results": results}
+        report = {"machine": machine_line(), "settings": settings, "results": results}
         args.json.write_text(json.dumps(report, indent=2))
 
 
