@@ -32,6 +32,8 @@ from typing import Any
 
 from bench_server import build_workload  # the same (query, documents) rows as the server benchmark
 
+from zerank_integrations.ray_support import local_cluster_options, prepare_local_cluster
+
 REPO = Path(__file__).resolve().parents[1]
 TOP_N = 5
 
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
+    prepare_local_cluster()  # before importing ray: the cluster binds to loopback
     import ray
     import ray.data
     import torch
@@ -102,7 +105,7 @@ def main() -> None:
             print(f"in-process, {threads} threads: {pairs / elapsed:,.0f} pairs/s", flush=True)
         torch.set_num_threads(default_threads)
 
-        ray.init(num_cpus=max(args.workers), include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(num_cpus=max(args.workers), **local_cluster_options(), logging_level=logging.WARNING)
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         try:

@@ -43,6 +43,8 @@ from bench_server import (  # a sibling script
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from zerank_integrations.ray_support import local_cluster_options, prepare_local_cluster
+
 
 def scraped(url: str) -> dict[str, float]:
     """Sums over every replica: scoring calls, requests scored in them, forward passes."""
@@ -87,6 +89,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
+    prepare_local_cluster()  # before importing ray: the cluster binds to loopback
     import ray
     from ray import serve
 
@@ -118,7 +121,7 @@ def main() -> None:
 
         port = free_port()
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        ray.init(num_cpus=args.cpus, **local_cluster_options(), runtime_env={"env_vars": {"PYTHONPATH": path}})
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"
         try:

@@ -11,6 +11,7 @@ from _ray_support import ray_cluster  # noqa: F401 - one Ray cluster per session
 
 from zerank_integrations import ZerankScorer
 from zerank_integrations.families import FAMILY_NAMES
+from zerank_integrations.ray_support import prepare_local_cluster
 from zerank_integrations.testing import build_test_checkpoint, find_qwen3_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +22,7 @@ DATASETS = SHARED / "datasets"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+prepare_local_cluster()  # before anything imports ray: the tests' Ray clusters bind to loopback only
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from zerank_integrations.base import DEFAULT_MODEL, rounded_percent, validate_instruction
 from zerank_integrations.options import SCORER_OPTIONS
-from zerank_integrations.ray_support import require_ray
+from zerank_integrations.ray_support import local_cluster_options, prepare_local_cluster, require_ray
 from zerank_integrations.rerank import DEFAULT_BUDGET_ENCODING, RerankResult, RerankStep
 from zerank_integrations.selection import SelectionPolicy
 
@@ -393,6 +393,8 @@ def ray_session(num_cpus: int | None = None, *, feature: str = "Ray Data") -> It
 
     Ray Data's progress bars and INFO logs are silenced: the caller reports progress itself.
     """
+    if not os.environ.get("RAY_ADDRESS"):
+        prepare_local_cluster()
     ray = require_ray(feature)
     data = require_ray(feature, "ray.data")
     context = data.DataContext.get_current()
@@ -401,8 +403,10 @@ def ray_session(num_cpus: int | None = None, *, feature: str = "Ray Data") -> It
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     started = False
     if not ray.is_initialized():
-        local = {} if os.environ.get("RAY_ADDRESS") or num_cpus is None else {"num_cpus": num_cpus}
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False, **local)
+        local: dict[str, Any] = {} if os.environ.get("RAY_ADDRESS") else local_cluster_options()
+        if num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
+            local["num_cpus"] = num_cpus
+        ray.init(logging_level=logging.WARNING, log_to_driver=False, **local)
         started = True
     try:
         yield ray

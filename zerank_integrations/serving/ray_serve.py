@@ -32,7 +32,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from zerank_integrations.ray_support import RayNotInstalledError, require_ray
+from zerank_integrations.ray_support import (
+    RayNotInstalledError,
+    local_cluster_options,
+    prepare_local_cluster,
+    require_ray,
+)
 
 logger = logging.getLogger("zerank_integrations.serving")
 
@@ -319,6 +324,8 @@ def _int(value: Any) -> int:
 
 def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
     """``serve --engine ray``: start or join a cluster, run the application on ``--host/--port``, wait for a signal."""
+    if not args.ray_address:
+        prepare_local_cluster()
     try:
         ray = require_ray(_FEATURE, "ray")
         serve = require_ray(_FEATURE, "ray.serve")
@@ -336,7 +343,7 @@ def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
 
     started_here = not ray.is_initialized()
     if started_here:
-        init: dict[str, Any] = {"address": args.ray_address} if args.ray_address else {"include_dashboard": False}
+        init: dict[str, Any] = {"address": args.ray_address} if args.ray_address else local_cluster_options()
         ray.init(**init, log_to_driver=True)
     for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
         signal.signal(sig, on_signal)
