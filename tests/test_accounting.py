@@ -48,6 +48,15 @@ SUMMARY_KEYS = {
     "price_per_million_input",
     "price_source",
     "prices_as_of",
+    # whole-input accounting and exactness (None without prompt=)
+    "tokenizer",
+    "counting",
+    "prompt",
+    "input_tokens_in",
+    "input_tokens_kept",
+    "input_tokens_saved",
+    "percent_of_input_saved",
+    "input_cost_saved_usd",
 }
 
 # Texts chosen to stress pre-tokenizer boundaries: trailing punctuation before the separator, leading
