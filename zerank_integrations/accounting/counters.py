@@ -169,6 +169,7 @@ class HFTokenizerCounter:
             )
         self._exact = bool(exact)
         self._chat_kwargs = dict(chat_template_kwargs or {})
+        self._lock = threading.Lock()  # a Rust tokenizer object is not safe to share across threads
 
     @property
     def name(self) -> str:
@@ -183,7 +184,8 @@ class HFTokenizerCounter:
         return self._tokenizer
 
     def count(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._lock:
+            return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def count_messages(self, messages: Sequence[Message]) -> int:
         if not getattr(self._tokenizer, "chat_template", None):
@@ -191,10 +193,15 @@ class HFTokenizerCounter:
                 f"tokenizer {self._name!r} has no chat template, so a chat request cannot be counted; use a chat "
                 "model's tokenizer, or count a completion prompt"
             )
-        text = self._tokenizer.apply_chat_template(
-            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False, **self._chat_kwargs
-        )
-        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._lock:  # as chat servers do: the template with the generation prompt, tokenized
+            ids = self._tokenizer.apply_chat_template(
+                [dict(m) for m in messages],
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                **self._chat_kwargs,
+            )
+        return len(ids["input_ids"])
 
     def __repr__(self) -> str:
         return f"HFTokenizerCounter({self._name!r}, exact={self._exact})"
