@@ -313,3 +313,26 @@ def test_eval_survives_an_llm_that_is_down(
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["bill"] is None and "is unreachable" in data["bill_error"]
     assert data["tokens"]["calls"] == 1 and set(data["retrieval"]) == {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--llm-url", "http://127.0.0.1:9/v1"], "--llm-url needs --llm-model"),
+        (["--llm-counterfactual"], "--llm-counterfactual needs --llm-url"),
+        (["--llm-url", "127.0.0.1:9/v1", "--llm-model", "m"], "the LLM URL must be an http(s) URL"),
+        (
+            ["--llm-url", "http://127.0.0.1:9/v1", "--llm-model", "qwen3:8b"],
+            "cannot load the tokenizer 'Qwen/Qwen3-8B'",
+        ),
+    ],
+)
+def test_llm_flags_are_checked_before_any_work(
+    capsys: pytest.CaptureFixture[str], datasets_dir: Path, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    code = main(["eval", "--beir", str(datasets_dir / "med"), "--out", str(tmp_path), *flags])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("zerank-integrations: error: "), err
+    assert message in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing was written

@@ -86,15 +86,11 @@ class TokenCounter(Protocol):
     def count_messages(self, messages: Sequence[Message]) -> int: ...
 
 
-class TiktokenCounter:
-    """A tiktoken encoding; chat requests by OpenAI's documented per-message rule."""
+class _NamedCounter:
+    """What every counter reports about itself: its name and whether it is the LLM's own tokenizer."""
 
-    def __init__(self, encoding: str, *, exact: bool) -> None:
-        self._name = encoding
-        self._encoding = get_encoding(encoding)
-        self._exact = bool(exact)
-        self.pattern = getattr(self._encoding, "_pat_str", None)
-        """The pre-tokenizer regex (lets the ledger sum cached per-text counts where that is provably exact)."""
+    _name: str
+    _exact: bool
 
     @property
     def name(self) -> str:
@@ -103,6 +99,20 @@ class TiktokenCounter:
     @property
     def exact(self) -> bool:
         return self._exact
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._name!r}, exact={self._exact})"
+
+
+class TiktokenCounter(_NamedCounter):
+    """A tiktoken encoding; chat requests by OpenAI's documented per-message rule."""
+
+    def __init__(self, encoding: str, *, exact: bool) -> None:
+        self._name = encoding
+        self._encoding = get_encoding(encoding)
+        self._exact = bool(exact)
+        self.pattern = getattr(self._encoding, "_pat_str", None)
+        """The pre-tokenizer regex (lets the ledger sum cached per-text counts where that is provably exact)."""
 
     def count(self, text: str) -> int:
         return len(self._encoding.encode_ordinary(text))
@@ -119,9 +129,6 @@ class TiktokenCounter:
                 if key == "name":
                     total += rule["tokens_per_name"]
         return total
-
-    def __repr__(self) -> str:
-        return f"TiktokenCounter({self._name!r}, exact={self._exact})"
 
 
 _TOKENIZERS: dict[str, Any] = {}
@@ -149,7 +156,7 @@ def _load_hf_tokenizer(source: str) -> Any:
         return tokenizer
 
 
-class HFTokenizerCounter:
+class HFTokenizerCounter(_NamedCounter):
     """A Hugging Face tokenizer (hub id, local folder or loaded tokenizer); chat requests by its chat template."""
 
     def __init__(self, tokenizer: Any, *, exact: bool = True, chat_template_kwargs: Mapping[str, Any] | None = None):
@@ -170,14 +177,6 @@ class HFTokenizerCounter:
         self._exact = bool(exact)
         self._chat_kwargs = dict(chat_template_kwargs or {})
         self._lock = threading.Lock()  # a Rust tokenizer object is not safe to share across threads
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def exact(self) -> bool:
-        return self._exact
 
     @property
     def tokenizer(self) -> Any:
@@ -202,9 +201,6 @@ class HFTokenizerCounter:
                 **self._chat_kwargs,
             )
         return len(ids["input_ids"])
-
-    def __repr__(self) -> str:
-        return f"HFTokenizerCounter({self._name!r}, exact={self._exact})"
 
 
 def tokenizer_for_open_model(llm: str) -> str | None:

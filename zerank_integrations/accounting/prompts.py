@@ -67,9 +67,7 @@ class PromptShape:
             raise ValueError(f"the format string also needs values for {missing}: pass them as keyword arguments")
 
         def render(query: str, context: str) -> Messages:
-            values = {**variables, documents_variable: context}
-            if query_variable is not None:
-                values[query_variable] = query
+            values = _values(variables, documents_variable, context, query_variable, query)
             messages = [{"role": "system", "content": system}] if system is not None else []
             return [*messages, {"role": "user", "content": template.format(**values)}]
 
@@ -90,9 +88,7 @@ class PromptShape:
         _require(documents_variable, set(template.input_variables), type(template).__name__)
 
         def render(query: str, context: str) -> Messages:
-            values = {**variables, documents_variable: context}
-            if query_variable is not None:
-                values[query_variable] = query
+            values = _values(variables, documents_variable, context, query_variable, query)
             return [_langchain_message(m) for m in template.format_prompt(**values).to_messages()]
 
         return cls(render, documents_variable, query_variable, type(template).__name__, dict(variables))
@@ -114,9 +110,7 @@ class PromptShape:
         _require(documents_variable, set(selected.template_vars), type(template).__name__)
 
         def render(query: str, context: str) -> Messages:
-            values = {**variables, documents_variable: context}
-            if query_variable is not None:
-                values[query_variable] = query
+            values = _values(variables, documents_variable, context, query_variable, query)
             return [_llama_index_message(m) for m in selected.format_messages(**values)]
 
         return cls(render, documents_variable, query_variable, type(selected).__name__, dict(variables))
@@ -138,6 +132,16 @@ def prompt_shape(template: Any, **options: Any) -> PromptShape:
     raise TypeError(
         f"prompt must be a format string, a LangChain or a LlamaIndex prompt template, got {type(template).__name__}"
     )
+
+
+def _values(
+    fixed: Mapping[str, Any], documents_variable: str, context: str, query_variable: str | None, query: str
+) -> dict[str, Any]:
+    """The template's variables for one call: the fixed ones, the documents and (when it has one) the question."""
+    values = {**fixed, documents_variable: context}
+    if query_variable is not None:
+        values[query_variable] = query
+    return values
 
 
 def _require(variable: str, names: set[str], what: str) -> None:
