@@ -154,6 +154,13 @@ def run_eval(
     chunking = support.chunking(args)
     llm = _billing_llm(args)
     ledger = support.make_ledger(args, prompt=_eval_prompt())
+    from zerank_integrations.accounting import TiktokenCounter
+
+    if getattr(args, "engine", "local") == "ray" and not isinstance(ledger.counter, TiktokenCounter):
+        raise support.CliError(
+            f"--engine ray counts tokens with tiktoken encodings only, not the tokenizer {ledger.encoding!r}; "
+            "use --engine local, or --encoding for an approximate count"
+        )
     scorer = support.load_scorer(args)  # a wrong --model fails here, before any ingest
     note = support.random_weights_note(scorer)
     if reuse:
