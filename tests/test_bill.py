@@ -8,6 +8,7 @@ ZerankRerank, where every billed ``prompt_tokens`` must equal the ledger's predi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from zerank_integrations.accounting.encodings import get_encoding
 from zerank_integrations.cli import DEMO_COLLECTION
 from zerank_integrations.cli.main import main
 
-QUESTIONS = 3  # MED questions per framework in the suite (all 30 run in benchmarks/bench_bill.py)
+QUESTIONS = 2  # MED questions per framework in the suite (one sync, one async) (all 30 run in benchmarks/bench_bill.py)
 TOP_K = 50
 TOP_N = 5
 
@@ -197,7 +198,8 @@ def test_langchain_chain_bill_matches_the_servers_usage(
 
     chain = {"context": retriever | join, "question": RunnablePassthrough()} | prompt | llm | StrOutputParser()
     handler = ZerankBillHandler(ledger)
-    chain.batch(med_questions, config={"callbacks": [handler]})  # concurrent runs: pairing by run tree
+    chain.batch(med_questions[:-1], config={"callbacks": [handler]})  # concurrent runs: pairing by run tree
+    asyncio.run(chain.ainvoke(med_questions[-1], config={"callbacks": [handler]}))  # and the async path
 
     # the counterfactual, sent once as a check: every candidate in the same prompt
     query = med_questions[0]
@@ -250,8 +252,9 @@ def test_llama_index_query_engine_bill_matches_the_servers_usage(
     )
     handler = ZerankBillEventHandler(ledger).attach()
     try:
-        for question in med_questions:
+        for question in med_questions[:-1]:
             engine.query(question)
+        asyncio.run(engine.aquery(med_questions[-1]))
     finally:
         handler.detach()
 
