@@ -32,7 +32,7 @@ from zerank_integrations.accounting.encodings import get_encoding
 from zerank_integrations.cli import DEMO_COLLECTION
 from zerank_integrations.cli.main import main
 
-QUESTIONS = 2  # MED questions per framework in the suite (one sync, one async) (all 30 run in benchmarks/bench_bill.py)
+QUESTIONS = 2  # MED questions per framework here: one sync, one async (all 30: benchmarks/bench_bill.py)
 TOP_K = 50
 TOP_N = 5
 
