@@ -110,6 +110,13 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer tokens per request (default: 1: the input is billed)",
     )
     group.add_argument(
+        "--llm-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="per request, after which it is retried (twice) and then reported as timed out (default: 120)",
+    )
+    group.add_argument(
         "--llm-counterfactual",
         action="store_true",
         help="also send every question once with all top-k candidates, to bill the prompt without reranking",
@@ -226,6 +233,16 @@ def run_eval(
     return result
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _eval_prompt() -> Any:
     """The RAG prompt eval sends: a system instruction, then the passages and the question."""
     from zerank_integrations.accounting import DEFAULT_RAG_PROMPT, DEFAULT_RAG_SYSTEM, PromptShape
@@ -252,7 +269,11 @@ def _billing_llm(args: argparse.Namespace) -> Any:
     key = os.environ.get(args.llm_api_key_env)
     try:
         return OpenAICompatibleLLM(
-            url, args.llm_model, api_key=SecretStr(key) if key else None, max_tokens=args.llm_max_tokens
+            url,
+            args.llm_model,
+            api_key=SecretStr(key) if key else None,
+            max_tokens=args.llm_max_tokens,
+            timeout=args.llm_timeout,
         )
     except (ValueError, RuntimeError) as exc:
         raise support.CliError(str(exc)) from None
