@@ -151,6 +151,7 @@ def run_eval(
     reuse: bool = False,
 ) -> EvalResult:
     """Check everything cheap, load the reranker, then ingest, evaluate, print and write the report."""
+    from zerank_integrations.accounting import TiktokenCounter
     from zerank_integrations.evaluation import evaluate, kept_table, metrics_table, prepare_collection, tokens_table
 
     policy = support.selection_policy(args)
@@ -161,8 +162,6 @@ def run_eval(
     chunking = support.chunking(args)
     llm = _billing_llm(args)
     ledger = support.make_ledger(args, prompt=_eval_prompt())
-    from zerank_integrations.accounting import TiktokenCounter
-
     if getattr(args, "engine", "local") == "ray" and not isinstance(ledger.counter, TiktokenCounter):
         raise support.CliError(
             f"--engine ray counts tokens with tiktoken encodings only, not the tokenizer {ledger.encoding!r}; "
@@ -266,12 +265,13 @@ def _billing_llm(args: argparse.Namespace) -> Any:
 
     from zerank_integrations.billing.openai_compatible import OpenAICompatibleLLM
 
-    key = os.environ.get(args.llm_api_key_env)
+    # only the variable asked for: an unset --llm-api-key-env never falls back to another key
+    key = SecretStr(os.environ.get(args.llm_api_key_env) or "no-key")  # local servers take any key
     try:
         return OpenAICompatibleLLM(
             url,
             args.llm_model,
-            api_key=SecretStr(key) if key else None,
+            api_key=key,
             max_tokens=args.llm_max_tokens,
             timeout=args.llm_timeout,
         )
