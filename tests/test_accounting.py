@@ -48,6 +48,15 @@ SUMMARY_KEYS = {
     "price_per_million_input",
     "price_source",
     "prices_as_of",
+    # whole-input accounting and exactness (None without prompt=)
+    "tokenizer",
+    "counting",
+    "prompt",
+    "input_tokens_in",
+    "input_tokens_kept",
+    "input_tokens_saved",
+    "percent_of_input_saved",
+    "input_cost_saved_usd",
 }
 
 # Texts chosen to stress pre-tokenizer boundaries: trailing punctuation before the separator, leading
@@ -314,6 +323,9 @@ def test_to_json_and_to_csv_round_trip(tmp_path: Path) -> None:
             percent_saved=float(row["percent_saved"]),
             cost_saved_usd=float(row["cost_saved_usd"]) if row["cost_saved_usd"] else None,
             timestamp=float(row["timestamp"]),
+            exact=row["exact"] == "True",
+            input_tokens_in=int(row["input_tokens_in"]) if row["input_tokens_in"] else None,
+            input_tokens_kept=int(row["input_tokens_kept"]) if row["input_tokens_kept"] else None,
         )
         for row in rows
     ]
@@ -336,6 +348,8 @@ def test_reset_and_bounded_history() -> None:
         "tokens_saved": 0,
         "percent_saved": 0.0,
         "cost_saved_usd": 0.0,
+        "input_tokens_in": None,  # no prompt=: the whole input is not counted
+        "input_tokens_kept": None,
     }
 
 

@@ -28,7 +28,10 @@ what is kept for the prompt, default the top 5):
   in reranked order: its NDCG@10 and Recall@10, next to the prompt tokens they cost, measure a policy's
   quality/tokens trade-off;
 * tokens: for each query the ``top_k`` candidates are what a prompt would hold without reranking, the kept
-  ones what it holds with it (``TokenLedger.record``).
+  ones what it holds with it (``TokenLedger.record``); with a ledger that knows the prompt, the whole input
+  (question, instructions, chat formatting) is counted both ways too;
+* bill (``llm=``): each query's prompt with the kept passages is sent to an OpenAI-compatible LLM (and, with
+  ``llm_counterfactual``, once more with every candidate); what it billed is reconciled with the ledger.
 
 The rules for evaluating into a Chroma collection live here too (:func:`collection_name_for`,
 :func:`prepare_collection`), so a library caller gets the same guard as the CLI.
@@ -55,6 +58,7 @@ from zerank_integrations.selection import SelectionPolicy
 if TYPE_CHECKING:
     from zerank_integrations.accounting import TokenLedger
     from zerank_integrations.base import Reranker
+    from zerank_integrations.billing.openai_compatible import OpenAICompatibleLLM
     from zerank_integrations.retrieval import BeirCollection, ChromaStore, ChunkingPolicy, IngestReport, Retriever
 
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS.txt"
@@ -157,6 +161,10 @@ class EvalResult:
     reranker: dict[str, Any]
     machine: dict[str, Any]
     instruction: str | None = None
+    bill: dict[str, Any] | None = None
+    """What the LLM billed (``Bill.summary()``: exactly ``BILL_KEYS``); ``None`` without an LLM or when it failed."""
+    bill_error: str | None = None
+    """Why the LLM could not bill the prompts (one line); the rest of the report stands."""
 
     @property
     def model(self) -> str:
@@ -167,6 +175,11 @@ class EvalResult:
         return bool(self.reranker.get("random_weights"))
 
     def to_json(self) -> dict[str, Any]:
+        billed: dict[str, Any] = {}
+        if self.bill is not None or self.bill_error is not None:
+            billed["bill"] = self.bill
+        if self.bill_error is not None:
+            billed["bill_error"] = self.bill_error
         return {
             "retrieval": dict(self.retrieval),
             "rerank": dict(self.rerank),
@@ -178,6 +191,7 @@ class EvalResult:
             "reranker": {**self.reranker, "instruction": self.instruction},
             "selection": self.policy.to_dict(),
             "machine": dict(self.machine),
+            **billed,
         }
 
     @property
@@ -294,6 +308,9 @@ def evaluate(
     retrieve_progress: Callable[[int], None] | None = None,
     rerank_progress: Callable[[int], None] | None = None,
     rerank_stage: RerankStage | None = None,
+    llm: OpenAICompatibleLLM | None = None,
+    llm_counterfactual: bool = False,
+    llm_progress: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Run both pipelines on the judged queries of ``collection`` (already in ``retriever``).
 
@@ -301,7 +318,14 @@ def evaluate(
     ``score_threshold`` → ``top_n`` → ``max_prompt_tokens`` (counted by ``ledger``) pick what is kept, and the
     ledger records each query's prompt with and without reranking. ``rerank_stage`` runs that step somewhere
     else (:class:`~zerank_integrations.ray_data.RayRerankStage`: on Ray Data workers); by default it runs here.
+
+    ``llm`` (an :class:`~zerank_integrations.billing.openai_compatible.OpenAICompatibleLLM`) is sent each
+    query's prompt (``ledger.render``: the ledger must know the prompt) with the kept passages, and with
+    ``llm_counterfactual`` with every candidate too; the result's ``bill`` reconciles what it billed with the
+    ledger. An LLM failure leaves ``bill`` ``None`` and says why in ``bill_error``; the metrics still stand.
     """
+    if llm is not None and getattr(ledger, "prompt", None) is None:
+        raise ValueError("evaluating the LLM bill needs a ledger that knows the prompt: TokenLedger(..., prompt=...)")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be an int >= 1, got {top_k!r}")
     policy = SelectionPolicy(score_threshold=score_threshold, top_n=top_n, max_prompt_tokens=max_prompt_tokens)
@@ -340,6 +364,19 @@ def evaluate(
             )
         )
 
+    bill, bill_error = None, None
+    if llm is not None:
+        from zerank_integrations.billing.openai_compatible import LLMBillingError, bill_prompts
+
+        calls = [
+            (query, [passages[i] for i, _ in outcome.kept], passages, outcome.savings)
+            for (query, passages), outcome in zip(requests, outcomes, strict=True)
+        ]
+        try:
+            bill = bill_prompts(llm, ledger, calls, counterfactual=llm_counterfactual, progress=llm_progress).summary()
+        except LLMBillingError as exc:
+            bill_error = str(exc)
+
     kept_metrics = mean_metrics(qrels, {r.query_id: r.kept for r in results})
     return EvalResult(
         collection=collection.name,
@@ -358,6 +395,8 @@ def evaluate(
         reranker=reranker_info(scorer),
         machine=machine_info(scorer),
         instruction=step.instruction,
+        bill=bill,
+        bill_error=bill_error,
     )
 
 
@@ -437,14 +476,20 @@ def kept_table(result: EvalResult) -> str:
     )
 
 
-def tokens_table(tokens: Mapping[str, Any], top_k: int, policy: SelectionPolicy | int | None) -> str:
-    """Markdown table of the token ledger summary: what a prompt of top-k vs. the kept documents costs."""
+def tokens_table(
+    tokens: Mapping[str, Any],
+    top_k: int,
+    policy: SelectionPolicy | int | None,
+    bill: Mapping[str, Any] | None = None,
+    bill_error: str | None = None,
+) -> str:
+    """Markdown table of the token ledger summary: what a prompt of top-k vs. the kept documents costs; the
+    whole input when the ledger knows the prompt, and what the LLM billed when there is a bill."""
     if not isinstance(policy, SelectionPolicy):
         policy = SelectionPolicy(top_n=policy)
     cost = tokens.get("cost_saved_usd")
     cost_text = "n/a (no price known)" if cost is None else f"${float(cost):.4f}"
-    pct = tokens.get("percent_saved")
-    pct_text = "n/a" if pct is None or (isinstance(pct, float) and math.isnan(pct)) else f"{float(pct):.1f}%"
+    pct_text = _percent_text(tokens.get("percent_saved"))
     rows = [
         ("LLM / encoding", f"{tokens.get('llm')} / {tokens.get('encoding')}"),
         ("queries (LLM calls)", f"{tokens.get('calls')}"),
@@ -453,7 +498,42 @@ def tokens_table(tokens: Mapping[str, Any], top_k: int, policy: SelectionPolicy 
         ("tokens saved", f"{int(tokens.get('tokens_saved', 0)):,} ({pct_text})"),
         ("input cost saved", cost_text),
     ]
+    if tokens.get("input_tokens_in") is not None:
+        rows += [
+            (f"whole input tokens (prompt + question), all top-{top_k}", f"{int(tokens['input_tokens_in']):,}"),
+            ("whole input tokens, kept", f"{int(tokens['input_tokens_kept']):,}"),
+            ("share of the input saved", _percent_text(tokens.get("percent_of_input_saved"))),
+        ]
+    if tokens.get("counting"):
+        rows.append(("counting", f"{tokens['counting']} ({tokens.get('tokenizer')})"))
+    rows += _bill_rows(bill, bill_error, top_k)
     return "\n".join(["| tokens | value |", "|---|---:|", *(f"| {a} | {b} |" for a, b in rows)])
+
+
+def _bill_rows(bill: Mapping[str, Any] | None, bill_error: str | None, top_k: int) -> list[tuple[str, str]]:
+    """The LLM's bill next to the ledger's figures (or the one line saying why there is none)."""
+    if bill is None:
+        return [] if bill_error is None else [("LLM bill", "failed: " + bill_error.replace("|", "/"))]
+    every = bill.get("input_tokens_all_candidates")
+    predicted = bill.get("predicted_input_tokens_reranked")
+    rows = [
+        (
+            f"LLM billed input, kept ({bill.get('llm')}, {bill.get('calls')} calls)",
+            f"{bill['input_tokens_reranked']:,}",
+        ),
+        (f"LLM billed input, all top-{top_k}", "not sent (--llm-counterfactual)" if every is None else f"{every:,}"),
+    ]
+    if bill.get("input_tokens_saved") is not None:
+        saved = f"{bill['input_tokens_saved']:,} ({_percent_text(bill['percent_of_input_saved'])})"
+        rows.append(("billed input saved", saved))
+    prediction = "n/a" if predicted is None else f"{predicted:,}"
+    exactness = "" if bill.get("exact") else " (approximate tokenizer)"
+    rows.append(("ledger's prediction / mismatches", f"{prediction} / {bill.get('mismatches')}{exactness}"))
+    return rows
+
+
+def _percent_text(value: Any) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.1f}%"
 
 
 def setup_lines(result: EvalResult) -> list[str]:
@@ -487,7 +567,7 @@ def render_markdown(result: EvalResult) -> str:
         f"{warning}{setup}\n"
         f"{metrics_table(result)}\n\n"
         f"{kept_table(result)}\n\n"
-        f"{tokens_table(result.tokens, result.top_k, result.policy)}\n\n"
+        f"{tokens_table(result.tokens, result.top_k, result.policy, result.bill, result.bill_error)}\n\n"
         "Rerank metrics rank the whole reranked top-k; its Recall@100 appends the retrieval run's remaining "
         "documents after the reranked list. Documents split into chunks score as their best chunk.\n"
     )

@@ -257,3 +257,18 @@ def _encoder_config(spec: PublishedLayout, shape: _Shape, tokenizer: Any, num_la
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
+def build_chat_checkpoint(
+    out_dir: str | os.PathLike[str],
+    tokenizer_dir: str | os.PathLike[str] | None = None,
+    *,
+    max_position_embeddings: int = 32_768,
+    seed: int = 0,
+) -> Path:
+    """A small random-weight Qwen3 *chat* LLM (real Qwen3 tokenizer and chat template) for an LLM server such as
+    ``transformers serve``: its answers are noise, its ``usage.prompt_tokens`` are real. The context is long
+    enough for a prompt holding 50 retrieved passages."""
+    out = build_test_checkpoint(out_dir, tokenizer_dir, sentence_transformers_config=False, seed=seed)
+    _merge_json(out / "config.json", {"max_position_embeddings": max_position_embeddings})
+    return out

@@ -2,9 +2,15 @@
 
 What is counted: the text the LLM would receive. ``tokens_in`` is the token count of all candidate documents
 (after ``formatter``) joined with ``separator``; ``tokens_kept`` is the same for the documents kept after
-reranking; ``tokens_saved = tokens_in - tokens_kept``. Counting uses ``Encoding.encode_ordinary``: text that
-looks like a special token (``<|endoftext|>``) is ordinary text, as it is when sent to an LLM API. The query
-and any prompt template around the documents are the same with and without reranking, so they are left out.
+reranking; ``tokens_saved = tokens_in - tokens_kept``. Counting treats text that looks like a special token
+(``<|endoftext|>``) as ordinary text, as it is when sent to an LLM API.
+
+With ``prompt=`` (the application's prompt template, :mod:`~zerank_integrations.accounting.prompts`), each
+record also counts the **whole input** both ways - question, instructions and chat formatting included
+(``input_tokens_in`` / ``input_tokens_kept``) - so the summary gives the share of the input bill saved, the
+figure an LLM server's ``usage.prompt_tokens`` can be reconciled with (:mod:`~zerank_integrations.accounting.bill`).
+Every record and the summary say whether the counts are ``exact`` (the LLM's own tokenizer) or an
+``approximation`` (a stand-in tokenizer).
 """
 
 from __future__ import annotations
@@ -22,15 +28,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-import tiktoken
-
-from zerank_integrations.accounting.encodings import (
-    CL100K_PAT,
-    O200K_PAT,
-    encoding_name_for_llm,
-    get_encoding,
-)
+from zerank_integrations.accounting.counters import TokenCounter, resolve_counter
+from zerank_integrations.accounting.encodings import CL100K_PAT, O200K_PAT
 from zerank_integrations.accounting.prices import PRICES_AS_OF, lookup_price
+from zerank_integrations.accounting.prompts import PromptShape, prompt_shape
 from zerank_integrations.base import as_list, rounded_percent
 
 Formatter = Callable[[Any], str]
@@ -57,6 +58,12 @@ class TokenSavings:
     cost_saved_usd: float | None
     timestamp: float
     """Seconds since the epoch (``time.time()``) when the call was recorded."""
+    exact: bool | None = None
+    """Whether the counts come from the LLM's own tokenizer (``False``: a stand-in, an approximation)."""
+    input_tokens_in: int | None = None
+    """The whole LLM input (prompt template, question, chat formatting) with every candidate (needs ``prompt=``)."""
+    input_tokens_kept: int | None = None
+    """The whole LLM input with the kept documents: what the LLM should bill for this call (needs ``prompt=``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -79,12 +86,12 @@ class _Counter:
     count the joined string directly. Both paths are checked against direct counts in the tests.
     """
 
-    def __init__(self, encoding: tiktoken.Encoding, separator: str, cache_size: int) -> None:
-        self._encode = encoding.encode_ordinary
+    def __init__(self, counter: TokenCounter, separator: str, cache_size: int) -> None:
+        self._count = counter.count
         self._sep = separator
         self._size = cache_size
         self._fast = (
-            cache_size > 0 and separator.endswith("\n") and getattr(encoding, "_pat_str", None) in _CUT_SAFE_PATTERNS
+            cache_size > 0 and separator.endswith("\n") and getattr(counter, "pattern", None) in _CUT_SAFE_PATTERNS
         )
         self._cache: OrderedDict[tuple[tuple[str, ...], bool], int] = OrderedDict()
         self._lock = threading.Lock()
@@ -93,7 +100,7 @@ class _Counter:
         if not texts:
             return 0
         if not self._fast:
-            return len(self._encode(self._sep.join(texts)))
+            return self._count(self._sep.join(texts))
         # Split at every provably clean cut; runs between clean cuts are counted (and cached) as one piece.
         total = 0
         start = 0
@@ -112,7 +119,7 @@ class _Counter:
                 self._cache.move_to_end(key)
                 return hit
         text = self._sep.join(run)
-        count = len(self._encode(text + self._sep if with_separator else text))
+        count = self._count(text + self._sep if with_separator else text)
         with self._lock:
             self._cache[key] = count
             if len(self._cache) > self._size:
@@ -133,9 +140,13 @@ class TokenLedger:
     >>> ledger.summary()["tokens_saved"] == saving.tokens_saved
     True
 
-    ``llm`` picks the encoding (via ``tiktoken.encoding_name_for_model``) and the price (from the dated
-    table in ``prices``); ``encoding`` overrides the former (required for models tiktoken does not know,
-    such as Claude or Gemini, where it is an approximation), ``price_per_million_input`` the latter.
+    ``llm`` picks the tokenizer (tiktoken's model table for OpenAI models; the Hugging Face tokenizer of an open
+    model: a hub id, a local folder or a well-known name such as ``qwen3:8b``, loaded offline) and the price
+    (from the dated table in ``prices``); ``encoding`` (a tiktoken encoding: a stand-in, flagged as an
+    approximation, for LLMs such as Claude or Gemini) or ``tokenizer`` (a Hugging Face tokenizer: hub id,
+    folder or object, or any ``TokenCounter``) overrides the former, ``price_per_million_input`` the latter.
+    ``prompt`` is the application's prompt template (format string, LangChain or LlamaIndex template, or a
+    ``PromptShape``): with it the whole LLM input is counted too.
     ``formatter`` turns each document into the text the prompt contains (default: the document itself,
     which must then be a ``str``); ``separator`` is what the prompt puts between documents.
     ``max_records`` bounds the per-call history kept in memory (totals always cover every call);
@@ -147,6 +158,8 @@ class TokenLedger:
         llm: str | None = None,
         *,
         encoding: str | None = None,
+        tokenizer: Any = None,
+        prompt: Any = None,
         price_per_million_input: float | None = None,
         formatter: Formatter | None = None,
         separator: str = DEFAULT_SEPARATOR,
@@ -157,8 +170,11 @@ class TokenLedger:
             raise ValueError(f"llm must be a non-empty model name, got {llm!r}")
         if encoding is not None and (not isinstance(encoding, str) or not encoding.strip()):
             raise ValueError(f"encoding must be a non-empty tiktoken encoding name, got {encoding!r}")
-        if llm is None and encoding is None:
-            raise ValueError("TokenLedger needs llm= (e.g. 'gpt-4o') or encoding= (e.g. 'o200k_base')")
+        if llm is None and encoding is None and tokenizer is None:
+            raise ValueError(
+                "TokenLedger needs llm= (e.g. 'gpt-4o'), encoding= (e.g. 'o200k_base') or tokenizer= "
+                "(e.g. 'Qwen/Qwen3-8B' or a local folder)"
+            )
         if not isinstance(separator, str):
             raise TypeError(f"separator must be a string, got {type(separator).__name__}")
         if formatter is not None and not callable(formatter):
@@ -171,16 +187,18 @@ class TokenLedger:
             raise ValueError(f"cache_size must be an int >= 0, got {cache_size!r}")
 
         self._llm = llm
-        self._encoding_name = encoding if encoding is not None else encoding_name_for_llm(llm)  # type: ignore[arg-type]
-        self._encoding = get_encoding(self._encoding_name)
+        self._token_counter = resolve_counter(llm, encoding=encoding, tokenizer=tokenizer)
+        self._encoding_name = self._token_counter.name
+        self._prompt = prompt_shape(prompt) if prompt is not None else None
         self._price, self._price_source = self._resolve_price(llm, price_per_million_input)
         self._formatter = formatter
         self._separator = separator
-        self._counter = _Counter(self._encoding, separator, cache_size)
+        self._counter = _Counter(self._token_counter, separator, cache_size)
 
         self._lock = threading.RLock()
         self._records: deque[TokenSavings] = deque(maxlen=max_records)
         self._calls = self._candidates = self._kept = self._tokens_in = self._tokens_kept = 0
+        self._input_in = self._input_kept = 0
 
     @staticmethod
     def _resolve_price(llm: str | None, override: float | None) -> tuple[float | None, str | None]:
@@ -200,8 +218,23 @@ class TokenLedger:
 
     @property
     def encoding(self) -> str:
-        """Name of the tiktoken encoding counts are made with."""
+        """Name of what counts are made with: a tiktoken encoding, or a Hugging Face tokenizer's id or folder."""
         return self._encoding_name
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter (``count`` text, ``count_messages`` a chat request)."""
+        return self._token_counter
+
+    @property
+    def exact(self) -> bool:
+        """Whether counts come from the LLM's own tokenizer; ``False``: a stand-in, figures are approximations."""
+        return self._token_counter.exact
+
+    @property
+    def prompt(self) -> PromptShape | None:
+        """The application's prompt the whole input is counted with (``None``: documents only)."""
+        return self._prompt
 
     @property
     def separator(self) -> str:
@@ -240,6 +273,10 @@ class TokenLedger:
         kept_texts = self._texts(kept, "kept")
         tokens_in = self._counter.count_joined(candidate_texts)
         tokens_kept = self._counter.count_joined(kept_texts)
+        input_in = input_kept = None
+        if self._prompt is not None:
+            input_in = self._count_input(query, candidate_texts)
+            input_kept = self._count_input(query, kept_texts)
         saved = tokens_in - tokens_kept
         cost = saved * self._price / 1_000_000 if self._price is not None else None
         with self._lock:
@@ -253,6 +290,9 @@ class TokenLedger:
                 percent_saved=rounded_percent(saved, tokens_in),
                 cost_saved_usd=cost,
                 timestamp=time.time(),
+                exact=self.exact,
+                input_tokens_in=input_in,
+                input_tokens_kept=input_kept,
             )
             self._records.append(entry)
             self._calls += 1
@@ -260,7 +300,29 @@ class TokenLedger:
             self._kept += entry.kept
             self._tokens_in += tokens_in
             self._tokens_kept += tokens_kept
+            if input_in is not None and input_kept is not None:
+                self._input_in += input_in
+                self._input_kept += input_kept
         return entry
+
+    def render(self, query: str, documents: Iterable[Any]) -> list[dict[str, str]]:
+        """The chat messages the application sends for ``query`` with ``documents`` (needs ``prompt=``)."""
+        return self._require_prompt().render(query, self._separator.join(self._texts(documents, "documents")))
+
+    def count_input(self, query: str, documents: Iterable[Any]) -> int:
+        """Tokens of the whole LLM input for ``query`` with ``documents``: what the LLM bills (needs ``prompt=``)."""
+        return self._count_input(query, self._texts(documents, "documents"))
+
+    def _count_input(self, query: str, texts: list[str]) -> int:
+        messages = self._require_prompt().render(query, self._separator.join(texts))
+        return self._token_counter.count_messages(messages)
+
+    def _require_prompt(self) -> PromptShape:
+        if self._prompt is None:
+            raise ValueError(
+                "counting the whole LLM input needs the application's prompt: TokenLedger(..., prompt=template)"
+            )
+        return self._prompt
 
     def _texts(self, documents: Iterable[Any], which: str) -> list[str]:
         docs = as_list(documents, f"{which} must be a sequence of documents")
@@ -286,6 +348,8 @@ class TokenLedger:
         """Totals over every call since creation (or ``reset``); percent and cost from the token totals."""
         with self._lock:
             saved = self._tokens_in - self._tokens_kept
+            whole = self._prompt is not None
+            input_saved = self._input_in - self._input_kept
             return {
                 "calls": self._calls,
                 "candidates": self._candidates,
@@ -297,6 +361,16 @@ class TokenLedger:
                 "cost_saved_usd": saved * self._price / 1_000_000 if self._price is not None else None,
                 "llm": self._llm,
                 "encoding": self._encoding_name,
+                "tokenizer": self._encoding_name,
+                "counting": "exact" if self.exact else "approximation",
+                "prompt": self._prompt.description if whole else None,  # type: ignore[union-attr]
+                "input_tokens_in": self._input_in if whole else None,
+                "input_tokens_kept": self._input_kept if whole else None,
+                "input_tokens_saved": input_saved if whole else None,
+                "percent_of_input_saved": rounded_percent(input_saved, self._input_in) if whole else None,
+                "input_cost_saved_usd": input_saved * self._price / 1_000_000
+                if whole and self._price is not None
+                else None,
                 "price_per_million_input": self._price,
                 "price_source": self._price_source,
                 "prices_as_of": PRICES_AS_OF if self._price_source == "table" else None,
@@ -307,6 +381,7 @@ class TokenLedger:
         with self._lock:
             self._records.clear()
             self._calls = self._candidates = self._kept = self._tokens_in = self._tokens_kept = 0
+            self._input_in = self._input_kept = 0
 
     def to_json(self, path: str | PathLike[str] | None = None, *, indent: int | None = 2) -> str:
         """``{"summary": ..., "records": [...]}`` as JSON text; also written to ``path`` if given."""

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from zerank_integrations.cli import support
 from zerank_integrations.cli.options import (
+    DEFAULT_LLM,
     add_chroma_arguments,
     add_chunking_arguments,
     add_rerank_arguments,
     positive_int,
 )
 from zerank_integrations.cli.progress import Progress
+
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"  # as zerank_integrations.billing.openai_compatible (not imported for --help)
 
 if TYPE_CHECKING:
     from zerank_integrations.evaluation import EvalResult
@@ -72,6 +75,59 @@ def add_eval_arguments(
     add_chunking_arguments(parser)
     add_rerank_arguments(parser)
     parser.add_argument("--max-queries", type=positive_int, default=None, help="only the first N judged queries")
+    add_llm_arguments(parser)
+
+
+def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    """The LLM whose bill is checked: where it runs, its name, its key, and how its tokens are counted."""
+    group = parser.add_argument_group(
+        "LLM bill",
+        "send each question's prompt (with the kept passages) to an OpenAI-compatible LLM and reconcile the input "
+        "tokens it bills with the ledger's count",
+    )
+    group.add_argument(
+        "--llm-url",
+        default=None,
+        help="OpenAI-compatible /v1 base URL: vLLM, Ollama (http://127.0.0.1:11434/v1), TGI, transformers serve, "
+        "https://api.openai.com/v1",
+    )
+    group.add_argument(
+        "--llm-model",
+        default=None,
+        help="the model name the server knows; also what counts the tokens unless --llm/--tokenizer/--encoding say "
+        "otherwise (an OpenAI model: tiktoken; an open model's hub id, local folder or Ollama tag: its tokenizer)",
+    )
+    group.add_argument(
+        "--llm-api-key-env",
+        default=DEFAULT_API_KEY_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the API key (default: {DEFAULT_API_KEY_ENV}; local servers need none)",
+    )
+    group.add_argument(
+        "--llm-max-tokens",
+        type=positive_int,
+        default=1,
+        help="answer tokens per request (default: 1: the input is billed)",
+    )
+    group.add_argument(
+        "--llm-timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="per request, after which it is retried (twice) and then reported as timed out (default: 120)",
+    )
+    group.add_argument(
+        "--llm-counterfactual",
+        action="store_true",
+        help="also send every question once with all top-k candidates, to bill the prompt without reranking",
+    )
+    group.add_argument(
+        "--tokenizer",
+        default=None,
+        help="Hugging Face tokenizer that counts the tokens (hub id in the local cache, or a folder): exact for "
+        "open models",
+    )
+    parser.set_defaults(llm=None)  # resolved in run_eval: --llm, else --llm-model with --llm-url, else the default
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +151,7 @@ def run_eval(
     reuse: bool = False,
 ) -> EvalResult:
     """Check everything cheap, load the reranker, then ingest, evaluate, print and write the report."""
+    from zerank_integrations.accounting import TiktokenCounter
     from zerank_integrations.evaluation import evaluate, kept_table, metrics_table, prepare_collection, tokens_table
 
     policy = support.selection_policy(args)
@@ -103,7 +160,13 @@ def run_eval(
     if out is not None:  # before minutes of embedding and scoring, not after
         support.check_writable_folder(out)
     chunking = support.chunking(args)
-    ledger = support.make_ledger(args)
+    llm = _billing_llm(args)
+    ledger = support.make_ledger(args, prompt=_eval_prompt())
+    if getattr(args, "engine", "local") == "ray" and not isinstance(ledger.counter, TiktokenCounter):
+        raise support.CliError(
+            f"--engine ray counts tokens with tiktoken encodings only, not the tokenizer {ledger.encoding!r}; "
+            "use --engine local, or --encoding for an approximate count"
+        )
     scorer = support.load_scorer(args)  # a wrong --model fails here, before any ingest
     note = support.random_weights_note(scorer)
     if reuse:
@@ -123,6 +186,7 @@ def run_eval(
         engine as stage,
         Progress(n_queries, "retrieve", "query") as retrieving,
         Progress(n_queries, "rerank", "query") as reranking,
+        Progress(n_queries, "LLM bill", "query") if llm is not None else contextlib.nullcontext() as billing,
     ):
         result = evaluate(
             store,
@@ -138,6 +202,9 @@ def run_eval(
             retrieve_progress=retrieving.update,
             rerank_progress=reranking.update,
             rerank_stage=stage,
+            llm=llm,
+            llm_counterfactual=args.llm_counterfactual,
+            llm_progress=billing.update if billing is not None else None,
         )
     print(
         f"{collection.name}: {len(result.queries)} queries, {len(collection.corpus):,} documents "
@@ -151,7 +218,9 @@ def run_eval(
     print()
     print(kept_table(result))
     print()
-    print(tokens_table(result.tokens, args.top_k, policy))
+    print(tokens_table(result.tokens, args.top_k, policy, result.bill, result.bill_error))
+    if result.bill_error is not None:
+        print(f"\nLLM bill: {result.bill_error}")
     if out is not None:
         from zerank_integrations.evaluation import write_report
 
@@ -161,6 +230,53 @@ def run_eval(
             raise support.CliError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
         print(f"\nwrote {paths['json']}, {paths['md']}, {paths['png']}")
     return result
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _eval_prompt() -> Any:
+    """The RAG prompt eval sends: a system instruction, then the passages and the question."""
+    from zerank_integrations.accounting import DEFAULT_RAG_PROMPT, DEFAULT_RAG_SYSTEM, PromptShape
+
+    return PromptShape.from_format_string(DEFAULT_RAG_PROMPT, system=DEFAULT_RAG_SYSTEM)
+
+
+def _billing_llm(args: argparse.Namespace) -> Any:
+    """The LLM client ``--llm-url`` asks for (``None`` without it); settles which LLM counts the tokens."""
+    url = getattr(args, "llm_url", None)
+    if url is None:
+        for flag in ("llm_model", "llm_counterfactual"):
+            if getattr(args, flag, None):
+                raise support.CliError(f"--{flag.replace('_', '-')} needs --llm-url")
+        args.llm = args.llm or DEFAULT_LLM
+        return None
+    if not args.llm_model:
+        raise support.CliError("--llm-url needs --llm-model: the model name the server serves")
+    args.llm = args.llm or (None if args.tokenizer else args.llm_model)
+    from pydantic import SecretStr
+
+    from zerank_integrations.billing.openai_compatible import OpenAICompatibleLLM
+
+    # only the variable asked for: an unset --llm-api-key-env never falls back to another key
+    key = SecretStr(os.environ.get(args.llm_api_key_env) or "no-key")  # local servers take any key
+    try:
+        return OpenAICompatibleLLM(
+            url,
+            args.llm_model,
+            api_key=key,
+            max_tokens=args.llm_max_tokens,
+            timeout=args.llm_timeout,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise support.CliError(str(exc)) from None
 
 
 def _engine(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:

@@ -125,11 +125,16 @@ def load_scorer(args: argparse.Namespace) -> Any:
         raise CliError(f"cannot set up reranker {model!r}: {exc}") from None
 
 
-def make_ledger(args: argparse.Namespace) -> TokenLedger:
-    from zerank_integrations.accounting import TokenLedger
+def make_ledger(args: argparse.Namespace, *, prompt: Any = None) -> TokenLedger:
+    """The ledger ``--llm``/``--encoding``/``--tokenizer`` ask for; ``prompt`` makes it count the whole input."""
+    from zerank_integrations.accounting import TokenizerUnavailableError, TokenLedger
 
     try:
-        return TokenLedger(llm=args.llm, encoding=args.encoding)
+        return TokenLedger(
+            llm=args.llm, encoding=args.encoding, tokenizer=getattr(args, "tokenizer", None), prompt=prompt
+        )
+    except TokenizerUnavailableError as exc:
+        raise CliError(str(exc)) from None
     except (ValueError, KeyError) as exc:
         hint = "" if args.encoding else " (for such LLMs pass --encoding, e.g. --encoding o200k_base)"
         raise CliError(f"cannot count tokens for --llm {args.llm!r}: {exc}{hint}") from None
