@@ -7,8 +7,8 @@ the billed tokens plus what reranking removed (or, when the all-candidates promp
 check, what the LLM billed for it). A prediction that differs from the billed count is a **mismatch**; with
 the LLM's own tokenizer there must be none.
 
-Framework handlers fill a bill (:mod:`zerank_integrations.bill_langchain`,
-:mod:`zerank_integrations.bill_llama_index`); ``eval``/``demo`` fill one from their own requests.
+Framework handlers fill a bill (:mod:`zerank_integrations.billing.langchain`,
+:mod:`zerank_integrations.billing.llama_index`); ``eval``/``demo`` fill one from their own requests.
 """
 
 from __future__ import annotations
