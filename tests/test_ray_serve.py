@@ -64,6 +64,7 @@ def ray_engine(
     command += ["--model", str(checkpoint_dir), "--device", "cpu", "--batch-wait-ms", "5"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     env["ZERANK_API_KEY"] = KEY
+    env.pop("RAY_AUTH_MODE", None)  # the session head wants a token: `serve` finds the user's and turns token mode on
     started = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from zerank_integrations.base import DEFAULT_MODEL, rounded_percent, validate_instruction
 from zerank_integrations.options import SCORER_OPTIONS
-from zerank_integrations.ray_support import local_cluster_options, prepare_local_cluster, require_ray
+from zerank_integrations.ray_support import ray_cluster, require_ray
 from zerank_integrations.rerank import DEFAULT_BUDGET_ENCODING, RerankResult, RerankStep
 from zerank_integrations.selection import SelectionPolicy
 
@@ -387,29 +386,15 @@ class RayRerankStage:
 
 @contextlib.contextmanager
 def ray_session(num_cpus: int | None = None, *, feature: str = "Ray Data") -> Iterator[ModuleType]:
-    """``ray``, initialised for the duration: a Ray already initialised is used as it is; else ``RAY_ADDRESS``
-    is joined when set, or a local cluster (``num_cpus`` CPUs, default all; no dashboard) is started and shut
-    down after.
+    """``ray`` for a Ray Data job (:func:`~zerank_integrations.ray_support.ray_cluster`: the Ray already
+    initialised, ``$RAY_ADDRESS`` joined, or a local cluster of ``num_cpus`` CPUs on loopback, shut down after).
 
     Ray Data's progress bars and INFO logs are silenced: the caller reports progress itself.
     """
-    if not os.environ.get("RAY_ADDRESS"):
-        prepare_local_cluster()
-    ray = require_ray(feature)
-    data = require_ray(feature, "ray.data")
-    context = data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    started = False
-    if not ray.is_initialized():
-        local: dict[str, Any] = {} if os.environ.get("RAY_ADDRESS") else local_cluster_options()
-        if num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
-            local["num_cpus"] = num_cpus
-        ray.init(logging_level=logging.WARNING, log_to_driver=False, **local)
-        started = True
-    try:
+    with ray_cluster(feature, num_cpus=num_cpus) as ray:
+        data = require_ray(feature, "ray.data")
+        context = data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         yield ray
-    finally:
-        if started:
-            ray.shutdown()
