@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from zerank_integrations.ray_data import RerankBatches
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +29,10 @@ def ray_cluster() -> Iterator[Any]:
     started = not ray.is_initialized()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
     if started:
-        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        from zerank_integrations.serving.ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
+
+        os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)  # Serve's proxies answer 5xx in the dialects
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
         from zerank_integrations.ray_support import local_cluster_options
 
         ray.init(
@@ -159,3 +165,15 @@ def _name(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").rsplit("/", 1)[-1]
     except OSError:
         return "?"
+
+
+class RerankBatchesWithPid(RerankBatches):
+    """``RerankBatches`` that also writes the worker's process id per row (imported by the workers from this
+    folder, which the session cluster puts on their ``PYTHONPATH``): which worker took which row."""
+
+    def __call__(self, batch: Any) -> dict[str, Any]:
+        import numpy as np
+
+        out = super().__call__(batch)
+        out["worker_pid"] = np.full(len(batch["query"]), os.getpid())
+        return out

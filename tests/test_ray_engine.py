@@ -219,3 +219,39 @@ def test_eval_on_ray_starts_its_cluster_on_loopback(
     names = {name for name, _ in watch.listeners}
     assert {"gcs_server", "raylet"} <= names, watch.listeners
     assert watch.outside == set(), watch.outside
+
+
+def test_serve_proxy_errors_are_rewritten_in_each_dialect() -> None:
+    """The proxy middleware on a plain ASGI app standing in for Serve's proxy (which answers a replica's death
+    with a text/plain 500): each route's dialect shape with Retry-After; JSON answers pass untouched."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from zerank_integrations.serving.dialects import DIALECTS
+    from zerank_integrations.serving.ray_proxy import proxy_middlewares
+
+    async def died(request: Any) -> Any:
+        if request.headers.get("x-json"):
+            return JSONResponse({"id": "r", "message": "the replica's own error"}, status_code=503)
+        return PlainTextResponse("Actor died: RayActorError ...", status_code=500, headers={"x-request-id": "r-9"})
+
+    paths = [dialect.path for dialect in DIALECTS] + ["/elsewhere"]
+    app = Starlette(routes=[Route(path, died, methods=["POST"]) for path in paths], middleware=proxy_middlewares())
+    client = TestClient(app)
+    shapes = {}
+    for path in paths:
+        reply = client.post(path, json={})
+        assert reply.status_code == 500 and reply.headers["retry-after"] == "1"
+        assert reply.headers["content-type"] == "application/json" and reply.headers["x-request-id"] == "r-9"
+        shapes[path] = reply.json()
+    message = "the replica serving this request stopped before answering; retry"
+    assert shapes["/v2/rerank"] == {"id": "r-9", "message": message}
+    assert shapes["/v1/rerank"] == {"id": "r-9", "message": message, "detail": message}
+    assert shapes["/rerank"] == {"error": message, "error_type": "Backend", "request_id": "r-9"}
+    assert shapes["/v1/reranking"] == {"detail": message, "request_id": "r-9"}
+    assert shapes["/elsewhere"]["error"]["code"] == 500
+    own = client.post("/v2/rerank", json={}, headers={"x-json": "1"})
+    assert own.status_code == 503 and own.json() == {"id": "r", "message": "the replica's own error"}
+    assert "retry-after" not in own.headers

@@ -51,6 +51,11 @@ __all__ = [
 SAVINGS_COLUMNS: tuple[str, ...] = ("n_candidates", "n_kept", "tokens_in", "tokens_kept", "tokens_saved")
 _SCORER_OPTION_NAMES = frozenset(option.name for option in SCORER_OPTIONS)
 _DEFAULT_ROWS_PER_BATCH = 4  # rows, each a query with its candidates: small batches keep every worker busy
+#: Workers are not restarted by default. Ray Data puts each worker's constructor arguments in the object store
+#: on purpose (it ``ray.put``s the map function, ray-project/ray#57733) and Ray cannot promise to restart an
+#: actor whose arguments live there (#53727: it logs an error for every such worker); a worker that dies fails
+#: the job with Ray's error instead. ``max_restarts=-1`` gives Ray Data's default (restart forever) back.
+DEFAULT_MAX_RESTARTS = 0
 
 
 @dataclass(frozen=True)
@@ -266,12 +271,14 @@ def rerank_dataset(
     workers: int = 1,
     num_gpus: float | None = None,
     batch_size: int = _DEFAULT_ROWS_PER_BATCH,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
     **options: Any,
 ) -> Dataset:
     """``dataset.map_batches(RerankBatches, ...)`` with ``options`` checked here first (lazy, like map_batches).
 
     ``workers`` is the size of the actor pool (one scorer each; ``concurrency`` in Ray before 2.51);
-    ``num_gpus`` is per worker (1 puts each on its own GPU); ``batch_size`` counts rows (queries).
+    ``num_gpus`` is per worker (1 puts each on its own GPU); ``batch_size`` counts rows (queries);
+    ``max_restarts`` is Ray's per-worker restart count (see :data:`DEFAULT_MAX_RESTARTS`).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
@@ -286,6 +293,7 @@ def rerank_dataset(
         compute=data.ActorPoolStrategy(size=workers),  # Ray >= 2.51 deprecates concurrency= for this
         batch_size=batch_size,
         batch_format="numpy",
+        max_restarts=max_restarts,
         **gpus,
     )
 
@@ -397,4 +405,6 @@ def ray_session(num_cpus: int | None = None, *, feature: str = "Ray Data") -> It
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # ...and the warning that says they are off (logged once per process when a dataset runs)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         yield ray

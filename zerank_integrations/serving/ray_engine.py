@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -36,6 +37,7 @@ from zerank_integrations.ray_support import (
     require_ray,
 )
 from zerank_integrations.serving.addresses import url_host
+from zerank_integrations.serving.ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 logger = logging.getLogger("zerank_integrations.serving")
 
@@ -58,6 +60,8 @@ def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
             "the Ray head listens on this machine's network address (--ray-reachable-head): keep it on a trusted "
             "network; Ray runs any code a connected driver sends"
         )
+    if not args.ray_address:  # the proxies of a cluster started here answer their own 5xx in the dialects
+        os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     probes = _StartingResponder(args.host, args.port)  # /health and /ready answer while Ray starts
     try:
         with ray_cluster(_FEATURE, address=args.ray_address, reachable=reachable, log_to_driver=args.verbose) as ray:
