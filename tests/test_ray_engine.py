@@ -230,9 +230,11 @@ def test_serve_proxy_errors_are_rewritten_in_each_dialect() -> None:
     from starlette.testclient import TestClient
 
     from zerank_integrations.serving.dialects import DIALECTS
-    from zerank_integrations.serving.ray_proxy import proxy_middlewares
+    from zerank_integrations.serving.ray_proxy import DialectErrors, proxy_middlewares
 
     async def died(request: Any) -> Any:
+        if request.headers.get("x-raise"):  # the proxy raising instead of answering
+            raise RuntimeError("the replica's actor died")
         if request.headers.get("x-json"):
             return JSONResponse({"id": "r", "message": "the replica's own error"}, status_code=503)
         return PlainTextResponse("Actor died: RayActorError ...", status_code=500, headers={"x-request-id": "r-9"})
@@ -252,6 +254,14 @@ def test_serve_proxy_errors_are_rewritten_in_each_dialect() -> None:
     assert shapes["/rerank"] == {"error": message, "error_type": "Backend", "request_id": "r-9"}
     assert shapes["/v1/reranking"] == {"detail": message, "request_id": "r-9"}
     assert shapes["/elsewhere"]["error"]["code"] == 500
+    raised = TestClient(app, raise_server_exceptions=False).post("/rerank", json={}, headers={"x-raise": "1"})
+    assert raised.status_code == 500 and raised.json()["error_type"] == "Backend" and raised.headers["retry-after"]
+
+    async def says_nothing(scope: Any, receive: Any, send: Any) -> None:  # Serve's proxy when a replica died
+        return None
+
+    silent = TestClient(DialectErrors(says_nothing), raise_server_exceptions=False).post("/v2/rerank", json={})
+    assert silent.status_code == 500 and silent.json()["message"] == message and silent.headers["retry-after"]
     own = client.post("/v2/rerank", json={}, headers={"x-json": "1"})
     assert own.status_code == 503 and own.json() == {"id": "r", "message": "the replica's own error"}
     assert "retry-after" not in own.headers

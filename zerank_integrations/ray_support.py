@@ -156,15 +156,9 @@ def probe_cluster(address: str, timeout_s: float = 5.0) -> None:
 
 def _is_loopback_address(address: str) -> bool:
     """Whether a cluster address (``host:port``, ``ray://host:port``) names this machine's loopback."""
-    import ipaddress
+    from zerank_integrations.hosts import is_loopback
 
-    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]"))
 
 
 @contextlib.contextmanager

@@ -16,9 +16,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from zerank_integrations.hosts import is_loopback, url_host
 from zerank_integrations.options import add_scorer_arguments, scorer_options
 from zerank_integrations.ray_support import REACHABLE_HEAD_ENV
-from zerank_integrations.serving.addresses import is_loopback, url_host
 from zerank_integrations.serving.app import (
     DEFAULT_BATCH_WAIT_MS,
     DEFAULT_MAX_BATCH_PAIRS,

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from zerank_integrations.hosts import url_host
 from zerank_integrations.ray_support import (
     RayJoinError,
     RayNotInstalledError,
@@ -36,7 +37,6 @@ from zerank_integrations.ray_support import (
     reachable_head_requested,
     require_ray,
 )
-from zerank_integrations.serving.addresses import url_host
 from zerank_integrations.serving.ray_proxy import PROXY_CALLBACK, PROXY_CALLBACK_ENV
 
 logger = logging.getLogger("zerank_integrations.serving")

@@ -4,7 +4,8 @@ A rerank replica writes every error in the dialect of the route it was asked on 
 failures never reach a replica: the replica serving a request dies (Serve's proxy answers 500), no replica
 is available (503), and the proxy writes those in plain text. :func:`proxy_middlewares` is a Serve HTTP-proxy
 callback (Serve reads its import path from ``$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` when a proxy starts)
-whose one middleware rewrites such a plain-text 5xx into the route's error shape (Cohere, Jina/Voyage, TEI,
+whose one middleware rewrites such a plain-text 5xx (or the bare 500 the server writes when Serve's proxy
+sends nothing, which is what it does when the replica died) into the route's error shape (Cohere, Jina/Voyage, TEI,
 Mixedbread, ZeroEntropy, or the generic one) with ``Retry-After``. JSON answers (every replica's) pass
 untouched. ``serve --engine ray`` sets the variable for the clusters it starts; on a cluster you run, set it on
 every node (``deploy/rayservice.yaml``).
@@ -13,7 +14,10 @@ every node (``deploy/rayservice.yaml``).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
+
+logger = logging.getLogger("zerank_integrations.serving")
 
 #: What ``$RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` names on a node whose proxies should speak the dialects.
 PROXY_CALLBACK = "zerank_integrations.serving.ray_proxy:proxy_middlewares"
@@ -43,13 +47,15 @@ class DialectErrors:
             await self.app(scope, receive, send)
             return
         held: dict[str, Any] | None = None
+        started = False
 
         async def relay(message: dict[str, Any]) -> None:
-            nonlocal held
+            nonlocal held, started
             if message["type"] == "http.response.start":
                 if message["status"] >= 500 and not _is_json(message.get("headers") or []):
                     held = message  # Serve's own error: its body is replaced below
                     return
+                started = True
                 await send(message)
                 return
             if held is None or message["type"] != "http.response.body":
@@ -59,11 +65,20 @@ class DialectErrors:
                 return
             status = int(held["status"])
             start, body = dialect_error(scope, status, held.get("headers") or [])
-            held = None
+            held, started = None, True
             await send(start)
             await send({"type": "http.response.body", "body": body})
 
-        await self.app(scope, receive, relay)
+        try:
+            await self.app(scope, receive, relay)
+        except Exception:  # the proxy itself failed (the server would answer a bare 500): answer in the dialect
+            if started:
+                raise
+            logger.warning("Serve's proxy failed on %s; answering 500 in its dialect", scope.get("path"), exc_info=True)
+        if not started:  # Serve sends nothing for a 500 (a replica that died): uvicorn would write plain text
+            start, body = dialect_error(scope, int(held["status"]) if held else 500, (held or {}).get("headers") or [])
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
 
 
 def dialect_error(scope: dict[str, Any], status: int, headers: list[tuple[bytes, bytes]]) -> tuple[dict, bytes]:

@@ -1,4 +1,4 @@
-"""Host names as the server binds and prints them (shared by both engines, so neither imports the other)."""
+"""Host names: whether one keeps a server or cluster on this machine, and how it goes in a URL."""
 
 from __future__ import annotations
 
