@@ -211,7 +211,6 @@ def test_each_worker_takes_rows(
             compute=ray.data.ActorPoolStrategy(size=2),
             batch_size=1,
             batch_format="numpy",
-            max_restarts=0,
         )
         out = reranked.take_all()
     finally:
@@ -225,7 +224,7 @@ def test_each_worker_takes_rows(
 def test_the_readme_ray_data_example_prints_only_its_results(checkpoint_dir: Path, tmp_path: Path) -> None:
     """The README's Ray Data block, as a user runs it (its own local cluster): its two lines, no Ray line."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    start = readme.index("from zerank_integrations.ray_data import RerankBatches, dataset_savings, ray_session")
+    start = readme.index("from zerank_integrations.ray_data import dataset_savings, ray_session, rerank_dataset")
     code = readme[start : readme.index("```", start)].replace(
         '"zeroentropy/zerank-2-reranker"', repr(str(checkpoint_dir))
     )

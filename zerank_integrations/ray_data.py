@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 #: The per-row token columns :class:`RerankBatches` writes (what ``TokenLedger.record`` counts for the row).
+logger = logging.getLogger("zerank_integrations.ray")
 SAVINGS_COLUMNS: tuple[str, ...] = ("n_candidates", "n_kept", "tokens_in", "tokens_kept", "tokens_saved")
 _SCORER_OPTION_NAMES = frozenset(option.name for option in SCORER_OPTIONS)
 _DEFAULT_ROWS_PER_BATCH = 4  # rows, each a query with its candidates: small batches keep every worker busy
@@ -287,15 +289,30 @@ def rerank_dataset(
     settings = BatchRerankSettings.from_kwargs({"model": model, **options})
     data = require_ray("rerank_dataset", "ray.data")
     gpus: dict[str, Any] = {} if not num_gpus else {"num_gpus": num_gpus}
-    return dataset.map_batches(
-        RerankBatches,
-        fn_constructor_kwargs=settings.to_kwargs(),
-        compute=data.ActorPoolStrategy(size=workers),  # Ray >= 2.51 deprecates concurrency= for this
-        batch_size=batch_size,
-        batch_format="numpy",
-        max_restarts=max_restarts,
-        **gpus,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes max_restarts only among the **ray_remote_args it deprecates (no named parameter yet)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+        return dataset.map_batches(
+            RerankBatches,
+            fn_constructor_kwargs=settings.to_kwargs(),
+            compute=data.ActorPoolStrategy(size=workers),  # Ray >= 2.51 deprecates concurrency= for this
+            batch_size=batch_size,
+            batch_format="numpy",
+            **gpus,
+            **_restarts(dataset, max_restarts),
+        )
+
+
+def _restarts(dataset: Dataset, max_restarts: int) -> dict[str, int]:
+    """``max_restarts`` as this Ray's ``map_batches`` takes it: a named parameter, or one of the remote args;
+    a Ray that takes neither restarts workers its own way."""
+    import inspect
+
+    parameters = inspect.signature(dataset.map_batches).parameters
+    if "max_restarts" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return {"max_restarts": max_restarts}
+    logger.debug("this Ray Data's map_batches takes no max_restarts: workers restart as it decides")
+    return {}
 
 
 def dataset_savings(dataset: Dataset) -> dict[str, Any]:

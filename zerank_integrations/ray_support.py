@@ -87,9 +87,9 @@ def prepare_local_cluster(reachable: bool = False) -> None:
 
 
 def local_cluster_options(reachable: bool = False) -> dict[str, object]:
-    """``ray.init`` keywords for a local cluster started by this library: bound to loopback (unless
-    ``reachable``), no dashboard."""
-    options: dict[str, object] = {"include_dashboard": False}
+    """``ray.init`` keywords for a local cluster started by this library: a new one (``address="local"``: never a
+    cluster some ``ray start`` left on this machine), bound to loopback (unless ``reachable``), no dashboard."""
+    options: dict[str, object] = {"address": "local", "include_dashboard": False}
     if not reachable:
         options["_node_ip_address"] = LOOPBACK
     return options
