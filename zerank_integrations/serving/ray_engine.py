@@ -63,9 +63,12 @@ def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
     if not args.ray_address:  # the proxies of a cluster started here answer their own 5xx in the dialects
         os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK)
     probes = _StartingResponder(args.host, args.port)  # /health and /ready answer while Ray starts
+    _stop_on_signals(stop)  # a signal during ray.init is acted on once it returns
     try:
         with ray_cluster(_FEATURE, address=args.ray_address, reachable=reachable, log_to_driver=args.verbose) as ray:
-            _stop_on_signals(stop)  # after ray.init, which installs its own handlers
+            if stop.is_set():
+                return EXIT_STOPPED
+            _stop_on_signals(stop)  # again: ray.init installs its own handlers
             serve = require_ray(_FEATURE, "ray.serve")
             if not args.verbose:
                 logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's start-up chatter
