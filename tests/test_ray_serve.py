@@ -189,7 +189,9 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
     before = _replica_actors(ray_cluster)
     assert len(before) == 2
     work = request_workload(48)
-    remote = RemoteScorer(url, model="zerank-2", family="zerank", api_key=KEY, timeout=30, max_retries=6)
+    # generous margins: on a loaded 2-core machine the surviving replica carries all traffic while the
+    # replacement loads, and a proxy 5xx now says Retry-After: 1 (RemoteScorer waits that long, not less)
+    remote = RemoteScorer(url, model="zerank-2", family="zerank", api_key=KEY, timeout=60, max_retries=12)
     answered = threading.Event()
     raw_answers: list[httpx.Response] = []
     remote_answers: dict[int, list[float]] = {}
@@ -201,7 +203,7 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
 
     def plain_client(i: int) -> None:
         query, docs = work[i]
-        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, headers=AUTH, timeout=30)
+        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, headers=AUTH, timeout=60)
         raw_answers.append(reply)
 
     with ThreadPoolExecutor(8) as pool:
@@ -210,7 +212,7 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
         victim = before[0]
         ray_cluster.kill(ray_cluster.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
         for future in futures:
-            future.result(timeout=120)  # nothing hangs: every client got an answer or an error in time
+            future.result(timeout=180)  # nothing hangs: every client got an answer or an error in time
     assert sorted(remote_answers) == list(range(0, len(work), 2))  # RemoteScorer lost nothing
     for i, scores in remote_answers.items():
         assert close_to(scores, scorer.score(*work[i]), tol=1e-5)

@@ -7,11 +7,13 @@ until ``serve`` actually runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -341,6 +343,16 @@ def draining_server(config: Any, readiness: Any, drain_s: float) -> Any:
     import uvicorn
 
     class _DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn raises the signal again once it has shut down (SIGTERM: exit 143, SIGINT: 0 or 1); a
+            stop the user asked for exits 0 here, the same code for both signals (documented)."""
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             first = not readiness.draining
             readiness.drain()
