@@ -47,6 +47,7 @@ EXIT_UNPLACEABLE = 3
 DEFAULT_PLACEMENT_TIMEOUT_S = 20.0
 _FEATURE = "serve --engine ray"
 _POLL_S = 0.25
+CLUSTER_STOP_S = 5.0  # of --shutdown-timeout, kept for ray.shutdown() after the application is gone
 
 
 def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
@@ -115,7 +116,7 @@ def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
             )
             failure = _watch(serve, APP_NAME, stop)
             logger.info("stopping: replicas finish their requests (at most %s s)", args.shutdown_timeout)
-            _take_down(serve, APP_NAME, started_here, args.shutdown_timeout)
+            _take_down(serve, APP_NAME, args.shutdown_timeout)
             return _fail(failure, EXIT_FAILED) if failure else EXIT_STOPPED
     except (RayNotInstalledError, RayJoinError) as error:
         return _fail(str(error), EXIT_FAILED)
@@ -239,25 +240,26 @@ def _watch(serve: Any, app_name: str, stop: threading.Event) -> str | None:
     return None
 
 
-def _take_down(serve: Any, app_name: str, started_here: bool, timeout: float) -> None:
-    """Stop Serve (and the local cluster, when ``ray_cluster`` exits) within ``timeout`` seconds: replicas get
-    their graceful shutdown; a shared cluster loses only this application."""
+def _take_down(serve: Any, app_name: str, timeout: float) -> None:
+    """Delete the application within ``timeout`` seconds (replicas get their graceful shutdown); the local
+    cluster, Serve included, stops when ``ray_cluster`` exits; a shared cluster loses only this application."""
     done = threading.Event()
 
     def down() -> None:
         try:
-            if started_here:
-                serve.shutdown()
-            else:
-                serve.delete(app_name)
+            # the application only, on either cluster: its replicas drain gracefully; a cluster started here then
+            # goes with Serve's controller and proxies (serve.shutdown() would kill the controller mid-call, and
+            # Ray prints that error in the terminal)
+            serve.delete(app_name)
         except Exception as error:
             logger.warning("Serve did not shut down cleanly: %s", _one_line(error))
         finally:
             done.set()
 
     threading.Thread(target=down, name="zerank-serve-shutdown", daemon=True).start()
-    if not done.wait(timeout):
-        logger.warning("Serve did not stop within %s s; stopping the cluster anyway", timeout)
+    budget = max(timeout - CLUSTER_STOP_S, 1.0)  # what is left is for stopping the cluster itself
+    if not done.wait(budget):
+        logger.warning("the application did not stop within %g s; stopping the cluster anyway", budget)
 
 
 # -- while the replicas are being placed: probes answer at once ----------------------------------------------------
