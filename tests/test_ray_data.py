@@ -7,8 +7,10 @@ worker runs the same per-query call), and ``eval --engine ray --workers 2`` agai
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -188,3 +190,54 @@ def test_importing_the_module_imports_no_ray_and_no_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_each_worker_takes_rows(
+    ray_cluster: ModuleType, checkpoint_dir: Path, scorer: ZerankScorer, queries: list[str], passages: list[str]
+) -> None:
+    """Two workers, eight one-row blocks: both workers score rows (told apart by their process ids), and each
+    row's scores are the in-process ones, whichever worker took it."""
+    import ray.data
+    from _ray_support import RerankBatchesWithPid
+
+    context = ray.data.DataContext.get_current()
+    previous = context.wait_for_min_actors_s
+    context.wait_for_min_actors_s = 120  # both workers are up before the first row is handed out
+    rows = [{"query": queries[k], "documents": passages[k : k + 3]} for k in range(8)]
+    try:
+        reranked = ray.data.from_items(rows, override_num_blocks=8).map_batches(
+            RerankBatchesWithPid,
+            fn_constructor_kwargs={"model": str(checkpoint_dir)},
+            compute=ray.data.ActorPoolStrategy(size=2),
+            batch_size=1,
+            batch_format="numpy",
+        )
+        out = reranked.take_all()
+    finally:
+        context.wait_for_min_actors_s = previous
+    taken = Counter(int(row["worker_pid"]) for row in out)
+    assert len(out) == 8 and len(taken) == 2, taken  # each of the two workers took rows
+    for row in out:
+        assert list(row["scores"]) == scorer.score(row["query"], list(row["documents"]))
+
+
+def test_the_readme_ray_data_example_prints_only_its_results(checkpoint_dir: Path, tmp_path: Path) -> None:
+    """The README's Ray Data block, as a user runs it (its own local cluster): its two lines, no Ray line."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    start = readme.index("from zerank_integrations.ray_data import dataset_savings, ray_session, rerank_dataset")
+    code = readme[start : readme.index("```", start)].replace(
+        '"zeroentropy/zerank-2-reranker"', repr(str(checkpoint_dir))
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("[") and lines[1].startswith("{'calls': 2, 'candidates': 5, 'kept': 4")

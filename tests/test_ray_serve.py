@@ -64,6 +64,7 @@ def ray_engine(
     command += ["--model", str(checkpoint_dir), "--device", "cpu", "--batch-wait-ms", "5"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
     env["ZERANK_API_KEY"] = KEY
+    env.pop("RAY_AUTH_MODE", None)  # the session head wants a token: `serve` finds the user's and turns token mode on
     started = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -188,9 +189,11 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
     before = _replica_actors(ray_cluster)
     assert len(before) == 2
     work = request_workload(48)
-    remote = RemoteScorer(url, model="zerank-2", family="zerank", api_key=KEY, timeout=30, max_retries=6)
+    # generous margins: on a loaded 2-core machine the surviving replica carries all traffic while the
+    # replacement loads, and a proxy 5xx now says Retry-After: 1 (RemoteScorer waits that long, not less)
+    remote = RemoteScorer(url, model="zerank-2", family="zerank", api_key=KEY, timeout=60, max_retries=12)
     answered = threading.Event()
-    raw_statuses: list[int] = []
+    raw_answers: list[httpx.Response] = []
     remote_answers: dict[int, list[float]] = {}
 
     def remote_client(i: int) -> None:
@@ -200,8 +203,8 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
 
     def plain_client(i: int) -> None:
         query, docs = work[i]
-        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, headers=AUTH, timeout=30)
-        raw_statuses.append(reply.status_code)
+        reply = httpx.post(f"{url}/rerank", json={"query": query, "texts": docs}, headers=AUTH, timeout=60)
+        raw_answers.append(reply)
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(remote_client if i % 2 == 0 else plain_client, i) for i in range(len(work))]
@@ -209,11 +212,17 @@ def test_a_killed_replica_loses_no_remote_scorer_answer_and_is_replaced(
         victim = before[0]
         ray_cluster.kill(ray_cluster.get_actor(victim["name"], namespace=victim["namespace"]), no_restart=True)
         for future in futures:
-            future.result(timeout=120)  # nothing hangs: every client got an answer or an error in time
+            future.result(timeout=180)  # nothing hangs: every client got an answer or an error in time
     assert sorted(remote_answers) == list(range(0, len(work), 2))  # RemoteScorer lost nothing
     for i, scores in remote_answers.items():
         assert close_to(scores, scorer.score(*work[i]), tol=1e-5)
-    assert len(raw_statuses) == len(work) // 2 and all(s == 200 or s >= 500 for s in raw_statuses), raw_statuses
+    statuses = [reply.status_code for reply in raw_answers]
+    assert len(raw_answers) == len(work) // 2 and all(s == 200 or s >= 500 for s in statuses), statuses
+    for reply in raw_answers:  # a failure is in the TEI error shape, Serve's proxy's or the replica's
+        if reply.status_code >= 500:
+            assert reply.headers["content-type"] == "application/json", reply.text
+            assert set(reply.json()) >= {"error", "error_type"}, reply.text
+            assert reply.headers["retry-after"].isdigit()
 
     def replaced() -> bool:
         alive = {actor["name"] for actor in _replica_actors(ray_cluster)}

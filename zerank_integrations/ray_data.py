@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from zerank_integrations.base import DEFAULT_MODEL, rounded_percent, validate_instruction
 from zerank_integrations.options import SCORER_OPTIONS
-from zerank_integrations.ray_support import local_cluster_options, prepare_local_cluster, require_ray
+from zerank_integrations.ray_support import ray_cluster, require_ray
 from zerank_integrations.rerank import DEFAULT_BUDGET_ENCODING, RerankResult, RerankStep
 from zerank_integrations.selection import SelectionPolicy
 
@@ -49,9 +49,15 @@ __all__ = [
 ]
 
 #: The per-row token columns :class:`RerankBatches` writes (what ``TokenLedger.record`` counts for the row).
+logger = logging.getLogger("zerank_integrations.ray")
 SAVINGS_COLUMNS: tuple[str, ...] = ("n_candidates", "n_kept", "tokens_in", "tokens_kept", "tokens_saved")
 _SCORER_OPTION_NAMES = frozenset(option.name for option in SCORER_OPTIONS)
 _DEFAULT_ROWS_PER_BATCH = 4  # rows, each a query with its candidates: small batches keep every worker busy
+#: Workers are not restarted by default. Ray Data puts each worker's constructor arguments in the object store
+#: on purpose (it ``ray.put``s the map function, ray-project/ray#57733) and Ray cannot promise to restart an
+#: actor whose arguments live there (#53727: it logs an error for every such worker); a worker that dies fails
+#: the job with Ray's error instead. ``max_restarts=-1`` gives Ray Data's default (restart forever) back.
+DEFAULT_MAX_RESTARTS = 0
 
 
 @dataclass(frozen=True)
@@ -267,12 +273,14 @@ def rerank_dataset(
     workers: int = 1,
     num_gpus: float | None = None,
     batch_size: int = _DEFAULT_ROWS_PER_BATCH,
+    max_restarts: int = DEFAULT_MAX_RESTARTS,
     **options: Any,
 ) -> Dataset:
     """``dataset.map_batches(RerankBatches, ...)`` with ``options`` checked here first (lazy, like map_batches).
 
     ``workers`` is the size of the actor pool (one scorer each; ``concurrency`` in Ray before 2.51);
-    ``num_gpus`` is per worker (1 puts each on its own GPU); ``batch_size`` counts rows (queries).
+    ``num_gpus`` is per worker (1 puts each on its own GPU); ``batch_size`` counts rows (queries);
+    ``max_restarts`` is Ray's per-worker restart count (see :data:`DEFAULT_MAX_RESTARTS`).
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
@@ -281,14 +289,30 @@ def rerank_dataset(
     settings = BatchRerankSettings.from_kwargs({"model": model, **options})
     data = require_ray("rerank_dataset", "ray.data")
     gpus: dict[str, Any] = {} if not num_gpus else {"num_gpus": num_gpus}
-    return dataset.map_batches(
-        RerankBatches,
-        fn_constructor_kwargs=settings.to_kwargs(),
-        compute=data.ActorPoolStrategy(size=workers),  # Ray >= 2.51 deprecates concurrency= for this
-        batch_size=batch_size,
-        batch_format="numpy",
-        **gpus,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes max_restarts only among the **ray_remote_args it deprecates (no named parameter yet)
+        warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
+        return dataset.map_batches(
+            RerankBatches,
+            fn_constructor_kwargs=settings.to_kwargs(),
+            compute=data.ActorPoolStrategy(size=workers),  # Ray >= 2.51 deprecates concurrency= for this
+            batch_size=batch_size,
+            batch_format="numpy",
+            **gpus,
+            **_restarts(dataset, max_restarts),
+        )
+
+
+def _restarts(dataset: Dataset, max_restarts: int) -> dict[str, int]:
+    """``max_restarts`` as this Ray's ``map_batches`` takes it: a named parameter, or one of the remote args;
+    a Ray that takes neither restarts workers its own way."""
+    import inspect
+
+    parameters = inspect.signature(dataset.map_batches).parameters
+    if "max_restarts" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return {"max_restarts": max_restarts}
+    logger.debug("this Ray Data's map_batches takes no max_restarts: workers restart as it decides")
+    return {}
 
 
 def dataset_savings(dataset: Dataset) -> dict[str, Any]:
@@ -387,29 +411,17 @@ class RayRerankStage:
 
 @contextlib.contextmanager
 def ray_session(num_cpus: int | None = None, *, feature: str = "Ray Data") -> Iterator[ModuleType]:
-    """``ray``, initialised for the duration: a Ray already initialised is used as it is; else ``RAY_ADDRESS``
-    is joined when set, or a local cluster (``num_cpus`` CPUs, default all; no dashboard) is started and shut
-    down after.
+    """``ray`` for a Ray Data job (:func:`~zerank_integrations.ray_support.ray_cluster`: the Ray already
+    initialised, ``$RAY_ADDRESS`` joined, or a local cluster of ``num_cpus`` CPUs on loopback, shut down after).
 
     Ray Data's progress bars and INFO logs are silenced: the caller reports progress itself.
     """
-    if not os.environ.get("RAY_ADDRESS"):
-        prepare_local_cluster()
-    ray = require_ray(feature)
-    data = require_ray(feature, "ray.data")
-    context = data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    started = False
-    if not ray.is_initialized():
-        local: dict[str, Any] = {} if os.environ.get("RAY_ADDRESS") else local_cluster_options()
-        if num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
-            local["num_cpus"] = num_cpus
-        ray.init(logging_level=logging.WARNING, log_to_driver=False, **local)
-        started = True
-    try:
+    with ray_cluster(feature, num_cpus=num_cpus) as ray:
+        data = require_ray(feature, "ray.data")
+        context = data.DataContext.get_current()
+        context.enable_progress_bars = False
+        context.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # ...and the warning that says they are off (logged once per process when a dataset runs)
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         yield ray
-    finally:
-        if started:
-            ray.shutdown()

@@ -7,16 +7,20 @@ until ``serve`` actually runs.
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from zerank_integrations.hosts import is_loopback, url_host
 from zerank_integrations.options import add_scorer_arguments, scorer_options
+from zerank_integrations.ray_support import REACHABLE_HEAD_ENV
 from zerank_integrations.serving.app import (
     DEFAULT_BATCH_WAIT_MS,
     DEFAULT_MAX_BATCH_PAIRS,
@@ -31,6 +35,7 @@ from zerank_integrations.serving.protocol import (
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_CONNECTIONS,
 )
+from zerank_integrations.serving.ray_engine import DEFAULT_PLACEMENT_TIMEOUT_S
 
 API_KEY_ENV = "ZERANK_API_KEY"
 DEFAULT_KEEP_ALIVE_S = 5
@@ -170,6 +175,25 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-address", default=None, help="ray: join this cluster (e.g. auto, ray://head:10001); default: start one"
     )
     engine.add_argument("--replica-cpus", type=float, default=1.0, help="ray: CPUs reserved per replica (default: 1)")
+    engine.add_argument(
+        "--placement-timeout",
+        type=float,
+        default=DEFAULT_PLACEMENT_TIMEOUT_S,
+        help="ray: seconds to wait for the cluster to place every replica's CPUs and GPUs before exiting with "
+        f"code 3 and one line naming what is missing (default: {DEFAULT_PLACEMENT_TIMEOUT_S:g}; a local cluster "
+        "that can never hold them is refused at once)",
+    )
+    engine.add_argument(
+        "--ray-reachable-head",
+        action="store_true",
+        default=None,
+        help=f"ray: the local cluster this command starts listens on the machine's network address so other "
+        f"machines can join (default: 127.0.0.1 only; also ${REACHABLE_HEAD_ENV}=1). Ray runs any code a "
+        "connected driver sends: use it on a trusted network only",
+    )
+    engine.add_argument(
+        "--verbose", action="store_true", help="ray: show Ray's own log lines (workers, Serve) in this terminal"
+    )
 
     add_scorer_arguments(parser.add_argument_group("model"))
 
@@ -227,7 +251,7 @@ def uvicorn_config(app: Any, args: argparse.Namespace) -> Any:
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted (the model loads while ``/health`` already answers); returns the exit code."""
     if args.engine != "ray":  # usage mistakes first: a refused command leaves the process's logging as it was
-        for flag in ("replicas", "min_replicas", "max_replicas", "ray_address"):
+        for flag in ("replicas", "min_replicas", "max_replicas", "ray_address", "ray_reachable_head"):
             if getattr(args, flag) is not None:
                 print(f"zerank-integrations serve: --{flag.replace('_', '-')} needs --engine ray", file=sys.stderr)
                 return 2
@@ -236,14 +260,18 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no progress bars among the JSON lines
         os.environ.setdefault("TQDM_DISABLE", "1")
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
-    if api_key is None and not _is_loopback(args.host):
+    if api_key is None and not is_loopback(args.host):
         logger.warning(
             "serving on %s without an API key: anyone who can reach this port can use the model (set $%s or --api-key)",
             args.host,
             API_KEY_ENV,
         )
+    problem = missing_local_model(args.model)
+    if problem:  # before any banner, cluster or port: a typo in a path is a usage error
+        print(f"zerank-integrations serve: {problem}", file=sys.stderr)
+        return 2
     if args.engine == "ray":
-        from zerank_integrations.serving.ray_serve import run_ray
+        from zerank_integrations.serving.ray_engine import run_ray
 
         return run_ray(args, api_key)
     from zerank_integrations import ZerankScorer
@@ -280,7 +308,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"zerank-integrations serve: {error}", file=sys.stderr)
         return 2
     banner = (
-        f"serving {args.model} at http://{_url_host(args.host)}:{args.port} "
+        f"serving {args.model} at http://{url_host(args.host)}:{args.port} "
         f"(auth {'on' if api_key else 'off'}, batch wait {args.batch_wait_ms:g} ms; /ready once loaded)"
     )
     if args.log_format == "json":
@@ -295,12 +323,36 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def missing_local_model(model: str) -> str | None:
+    """The loader's one-line error for a model given as a local path that is not a checkpoint folder (checked
+    without loading anything or reaching the network), else ``None`` (hub ids are resolved when loading)."""
+    from zerank_integrations.scoring.source import CheckpointSource, ModelLoadError, _looks_like_path
+
+    if not (_looks_like_path(model) or Path(model).expanduser().exists()):
+        return None
+    try:
+        CheckpointSource.resolve(model, None, True, None, None)
+    except ModelLoadError as error:
+        return _one_line(error)
+    return None
+
+
 def draining_server(config: Any, readiness: Any, drain_s: float) -> Any:
     """A ``uvicorn.Server`` whose first SIGTERM starts a drain: ``/ready`` says 503 at once, requests keep being
     answered for ``drain_s`` seconds, then the usual graceful shutdown (bounded by ``--shutdown-timeout``)."""
     import uvicorn
 
     class _DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn raises the signal again once it has shut down (SIGTERM: exit 143, SIGINT: 0 or 1); a
+            stop the user asked for exits 0 here, the same code for both signals (documented)."""
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             first = not readiness.draining
             readiness.drain()
@@ -324,16 +376,3 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zerank_integrations.serving", description=__doc__)
     add_serve_arguments(parser)
     return run_serve(parser.parse_args(argv))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

@@ -13,31 +13,23 @@ to whichever replica it picks, so every replica reports its exposition and ``/he
 ``/health`` lists per replica what it has served. Reports older than ``STALE_AFTER_S`` (a replica that died)
 drop out.
 
-Entry points: ``zerank-integrations serve --engine ray``, :func:`application` in Python, and
+Entry points: ``zerank-integrations serve --engine ray`` (:mod:`~zerank_integrations.serving.ray_engine`),
+:func:`application` in Python, and
 :func:`build` for ``serve run zerank_integrations.serving.ray_serve:build model=...`` and Serve config files.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import SecretStr
 
-from zerank_integrations.ray_support import (
-    RayNotInstalledError,
-    local_cluster_options,
-    prepare_local_cluster,
-    require_ray,
-)
+from zerank_integrations.ray_support import keep_replica_grpc_on_loopback, require_ray
 
 logger = logging.getLogger("zerank_integrations.serving")
 
@@ -47,7 +39,7 @@ HUB_TIMEOUT_S = 5.0
 STALE_AFTER_S = 30.0
 DEFAULT_MAX_ONGOING_REQUESTS = 256  # per replica: high, so requests reach the replica's batcher and share passes
 _FEATURE = "serve --engine ray"
-_APP_SETTINGS = (
+APP_SETTINGS = (
     "max_request_bytes",
     "max_documents",
     "batch_wait_ms",
@@ -138,6 +130,7 @@ class _ReplicaHub:
     """One tiny replica (no CPU reserved) holding each rerank replica's latest exposition and counters."""
 
     def __init__(self) -> None:
+        keep_replica_grpc_on_loopback()
         self.reports: dict[str, tuple[float, str, dict[str, Any]]] = {}
 
     def report(self, replica_id: str, exposition: str, served: dict[str, Any]) -> None:
@@ -166,6 +159,8 @@ class _RerankReplica:
         from ray import serve
 
         from zerank_integrations import ZerankScorer
+
+        keep_replica_grpc_on_loopback()
         from zerank_integrations.serving.logs import configure_logging
 
         seen = dict(observability or {})
@@ -242,19 +237,18 @@ def application(
     serve = require_ray(_FEATURE, "ray.serve")
     options = dict(scorer_options or {})
     settings = dict(app_settings or {})
-    unknown = set(settings) - set(_APP_SETTINGS)
+    unknown = set(settings) - set(APP_SETTINGS)
     if unknown:
-        raise ValueError(f"unknown app settings {sorted(unknown)}; expected some of {', '.join(_APP_SETTINGS)}")
+        raise ValueError(f"unknown app settings {sorted(unknown)}; expected some of {', '.join(APP_SETTINGS)}")
     if replicas is not None and (min_replicas is not None or max_replicas is not None):
         raise ValueError("give a fixed number of replicas or autoscaling bounds (min/max replicas), not both")
     for name, value in (("replicas", replicas), ("min_replicas", min_replicas), ("max_replicas", max_replicas)):
         if value is not None and value < (0 if name == "min_replicas" else 1):
             raise ValueError(f"{name} must be >= {0 if name == 'min_replicas' else 1}, got {value}")
-    if replica_gpus is None:
-        replica_gpus = 1.0 if str(options.get("device") or "").startswith("cuda") else 0.0
+    resources = replica_resources(options, replica_cpus, replica_gpus)
     deployment_options: dict[str, Any] = {
         "name": "RerankReplica",
-        "ray_actor_options": {"num_cpus": replica_cpus, "num_gpus": replica_gpus},
+        "ray_actor_options": {"num_cpus": resources["CPU"], "num_gpus": resources["GPU"]},
         "max_ongoing_requests": max_ongoing_requests,
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": 10,
@@ -285,6 +279,16 @@ def application(
     return replica.bind(model, options, settings, hub.bind(), secret, ledger_llm, observability)
 
 
+def replica_resources(
+    scorer_options: Mapping[str, Any], replica_cpus: float = 1.0, replica_gpus: float | None = None
+) -> dict[str, float]:
+    """What one rerank replica reserves: ``replica_cpus`` CPUs and ``replica_gpus`` GPUs (default: one GPU
+    when the scorer's device is CUDA, else none)."""
+    if replica_gpus is None:
+        replica_gpus = 1.0 if str(scorer_options.get("device") or "").startswith("cuda") else 0.0
+    return {"CPU": float(replica_cpus), "GPU": float(replica_gpus)}
+
+
 def build(args: dict[str, Any]) -> Any:
     """Application builder for ``serve run zerank_integrations.serving.ray_serve:build model=...`` and config files.
 
@@ -300,7 +304,7 @@ def build(args: dict[str, Any]) -> Any:
     model = str(values.pop("model"))
     scorer_keys = ("device", "dtype", "max_length", "batch_tokens", "revision", "local_files_only", "cache_size")
     scorer_options = {key: values.pop(key) for key in scorer_keys if key in values}
-    app_settings = {key: values.pop(key) for key in _APP_SETTINGS if key in values}
+    app_settings = {key: values.pop(key) for key in APP_SETTINGS if key in values}
     counts = {key: _int(values.pop(key)) for key in ("replicas", "min_replicas", "max_replicas") if key in values}
     extra = {key: float(values.pop(key)) for key in ("replica_cpus", "replica_gpus") if key in values}
     ledger_llm = values.pop("ledger_llm", None)
@@ -320,66 +324,3 @@ def build(args: dict[str, Any]) -> Any:
 
 def _int(value: Any) -> int:
     return int(value)
-
-
-def run_ray(args: argparse.Namespace, api_key: str | None) -> int:
-    """``serve --engine ray``: start or join a cluster, run the application on ``--host/--port``, wait for a signal."""
-    if not args.ray_address:
-        prepare_local_cluster()
-    try:
-        ray = require_ray(_FEATURE, "ray")
-        serve = require_ray(_FEATURE, "ray.serve")
-    except RayNotInstalledError as error:
-        print(f"zerank-integrations serve: {error}", file=sys.stderr)
-        return 2
-    from zerank_integrations.options import scorer_options
-    from zerank_integrations.serving.cli import _url_host
-
-    stop = threading.Event()
-
-    def on_signal(sig: int, _frame: Any) -> None:
-        signal.signal(sig, signal.SIG_DFL)  # a second signal ends the process at once
-        stop.set()
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        init: dict[str, Any] = {"address": args.ray_address} if args.ray_address else local_cluster_options()
-        ray.init(**init, log_to_driver=True)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
-        signal.signal(sig, on_signal)
-    try:
-        app = application(
-            args.model,
-            scorer_options=scorer_options(args),
-            app_settings={key: getattr(args, key) for key in _APP_SETTINGS},
-            replicas=args.replicas,
-            min_replicas=args.min_replicas,
-            max_replicas=args.max_replicas,
-            replica_cpus=args.replica_cpus,
-            api_key=api_key,
-            ledger_llm=args.ledger_llm,
-            log_format=args.log_format,
-            log_level=args.log_level,
-            otlp_endpoint=args.otlp_endpoint,
-        )
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-    except (ValueError, RuntimeError) as error:
-        print(f"zerank-integrations serve: {' '.join(str(error).split())}", file=sys.stderr)
-        if started_here:
-            ray.shutdown()
-        return 2
-    print(
-        f"serving {args.model} on Ray Serve at http://{_url_host(args.host)}:{args.port} "
-        f"({args.replicas or 'autoscaled'} replicas, auth {'on' if api_key else 'off'})",
-        file=sys.stderr,
-        flush=True,
-    )
-    stop.wait()
-    logger.info("stopping: replicas finish their requests (at most 10 s)")
-    if started_here:
-        serve.shutdown()
-        ray.shutdown()
-    else:  # a shared cluster: take only this application down
-        serve.delete(APP_NAME)
-    return 0
