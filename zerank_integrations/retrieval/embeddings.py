@@ -254,9 +254,14 @@ class _Int8Encoder:
 
         kinds = [type(module).__name__ for module in model]
         pooling = getattr(model[1], "pooling_mode", None) if len(kinds) > 1 else None
-        if kinds[:2] != ["Transformer", "Pooling"] or kinds[2:] not in ([], ["Normalize"]) or pooling not in (
-            "mean",
-            "cls",
+        if (
+            kinds[:2] != ["Transformer", "Pooling"]
+            or kinds[2:] not in ([], ["Normalize"])
+            or pooling
+            not in (
+                "mean",
+                "cls",
+            )
         ):
             raise QuantizationUnavailable(f"the pipeline {kinds} (pooling {pooling!r}) is not Transformer + Pooling")
         encoder = getattr(model[0], "auto_model", None) or getattr(model[0], "model", None)
@@ -288,10 +293,8 @@ class _Int8Encoder:
             )
             hidden = self.session(**features).last_hidden_state
             mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            if self.pooling == "mean":
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            else:
-                pooled = hidden[:, 0]
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = mean if self.pooling == "mean" else hidden[:, 0]
             rows.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
         vectors = np.concatenate(rows) if rows else out
         result = np.empty_like(vectors)

@@ -224,7 +224,7 @@ def int8_onnx(
         logger.info("preparing the int8 ONNX Runtime model of %s (once; cached in %s)", checkpoint, entry.folder)
         try:
             path = entry.publish("model.int8.onnx", write)
-        except QuantizationUnavailable:
+        except (QuantizationUnavailable, OSError):
             raise
         except Exception as error:  # the exporter's and quantizer's failures are many and unlisted
             raise QuantizationUnavailable(f"ONNX export failed: {type(error).__name__}: {error}") from error
@@ -293,7 +293,10 @@ def int8_torchao(body: torch.nn.Module, checkpoint: Path, root: Path) -> None:
 
         save_file(tensors, str(target))
 
-    entry.publish(_WEIGHTS_FILE, write)
+    try:
+        entry.publish(_WEIGHTS_FILE, write)
+    except OSError as error:  # the model is quantized in memory already: score with it, prepare again next time
+        logger.warning("could not cache the int8 weights in %s (%s); they will be prepared again", entry.folder, error)
 
 
 def _load_torchao(linears: dict[str, torch.nn.Linear], path: Path) -> None:
@@ -356,7 +359,7 @@ def quantize_forward(forward: Any, source: Any) -> bool:
         else:
             inputs = ("input_ids", "attention_mask") + (("token_type_ids",) if forward.takes_token_types else ())
             forward.model = int8_onnx(forward.model, inputs, "logits", Path(folder), root)
-    except QuantizationUnavailable as error:
+    except (QuantizationUnavailable, OSError) as error:
         warn_fallback(source.name, str(error))
         return False
     return True
