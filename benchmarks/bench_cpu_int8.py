@@ -43,18 +43,21 @@ QWEN3_06B = {"hidden_size": 1024, "num_layers": 28, "num_heads": 16, "num_kv_hea
 FLASHRANK_NAME = "ms-marco-MiniLM-L-12-v2"
 
 
-def timed_rounds(methods: dict[str, Callable[[Any], Any]], inputs: list[Any], rounds: int) -> dict[str, list[float]]:
-    """Seconds per round of each method on ``inputs``, alternating the order every round."""
+def timed_rounds(
+    methods: dict[str, Callable[[Any], Any]], inputs: list[Any], rounds: int
+) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds per round of each method on ``inputs`` (the order alternates every round), and its last output."""
     for run in methods.values():  # warm-up: first-call costs (allocators, ORT arenas) are not throughput
         run(inputs[:1])
     times: dict[str, list[float]] = {name: [] for name in methods}
+    outputs: dict[str, Any] = {}
     names = list(methods)
     for index in range(rounds):
         for name in names if index % 2 == 0 else names[::-1]:
             started = time.perf_counter()
-            methods[name](inputs)
+            outputs[name] = methods[name](inputs)
             times[name].append(time.perf_counter() - started)
-    return times
+    return times, outputs
 
 
 def flashrank_folder(checkpoint: Path, out: Path) -> Path:
@@ -122,13 +125,13 @@ def cross_section(args: argparse.Namespace, work: Path, checkpoint: Path) -> dic
         "ours-fp32": lambda g: [ours.score(q, docs) for q, docs in g],
         "ours-int8": lambda g: [int8.score(q, docs) for q, docs in g],
     }
-    times = timed_rounds(methods, groups, args.rounds)
-    reference = np.concatenate(methods["ours-fp32"](groups))
-    quantized = np.concatenate(methods["ours-int8"](groups))
-    st_probs = 1 / (1 + np.exp(-np.concatenate(methods["st-fp32"](groups))))
+    times, outputs = timed_rounds(methods, groups, args.rounds)
+    reference = np.concatenate(outputs["ours-fp32"])
+    quantized = np.concatenate(outputs["ours-int8"])
+    st_probs = 1 / (1 + np.exp(-np.concatenate(outputs["st-fp32"])))
     drift = {
         "ours-int8": float(np.abs(quantized - reference).max()),
-        "flashrank-int8": float(np.abs(np.concatenate(flashrank_scores(groups)) - reference).max()),
+        "flashrank-int8": float(np.abs(np.concatenate(outputs["flashrank-int8"]) - reference).max()),
         "st-fp32": float(np.abs(st_probs - reference).max()),
     }
     return {
@@ -158,8 +161,8 @@ def causal_section(args: argparse.Namespace, checkpoint: Path) -> dict[str, Any]
         "ours-fp32": lambda g: [fp32.score(q, docs) for q, docs in g],
         "ours-int8": lambda g: [int8.score(q, docs) for q, docs in g],
     }
-    times = timed_rounds(methods, cut, args.causal_rounds)
-    reference, quantized = (np.concatenate(methods[name](cut)) for name in methods)
+    times, outputs = timed_rounds(methods, cut, args.causal_rounds)
+    reference, quantized = (np.concatenate(outputs[name]) for name in methods)
     return {
         "pairs": pairs,
         "doc_tokens": args.causal_doc_tokens,
@@ -192,8 +195,8 @@ def embed_section(args: argparse.Namespace) -> dict[str, Any]:
     chunks = rust_book_chunks(args.chunks)
     fp32, int8 = SentenceTransformerEmbedder(), SentenceTransformerEmbedder(quantization="int8")
     methods = {"fp32": fp32.encode, "int8": int8.encode}
-    times = timed_rounds(methods, chunks, args.embed_rounds)
-    cosine = float((fp32.encode(chunks) * int8.encode(chunks)).sum(1).min())
+    times, outputs = timed_rounds(methods, chunks, args.embed_rounds)
+    cosine = float((outputs["fp32"] * outputs["int8"]).sum(1).min())
     rate = {name: len(chunks) / min(values) for name, values in times.items()}
     return {
         "chunks": len(chunks),
