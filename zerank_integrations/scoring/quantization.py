@@ -269,7 +269,8 @@ def int8_torchao(body: torch.nn.Module, checkpoint: Path, root: Path) -> None:
     """Replace every linear weight of ``body`` by torchao's int8 tensor, in place; the int8 weights and their
     scales are read from the cache when an earlier start wrote them."""
     try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        with _quiet_torchao():
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as error:
         raise QuantizationUnavailable(f"torchao is not installed: {_INSTALL}") from error
     linears = {name: module for name, module in body.named_modules() if isinstance(module, torch.nn.Linear)}
