@@ -147,6 +147,20 @@ SCORER_OPTIONS: tuple[ScorerOption, ...] = (
         cli_type=positive_int,
         ge=1,
     ),
+    ScorerOption(
+        "quantization",
+        Literal["int8"],
+        "int8: the CPU int8 path (ONNX Runtime for cross-encoders, torchao for causal rerankers; weights prepared "
+        "once and cached; needs the [int8] extra). Default: float32, exact",
+        cli_choices=("int8",),
+    ),
+    ScorerOption(
+        "threads",
+        int,
+        "CPU threads of this process (default: $ZERANK_THREADS, else the cores no other zerank process holds)",
+        cli_type=positive_int,
+        ge=1,
+    ),
 )
 
 

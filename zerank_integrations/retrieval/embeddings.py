@@ -140,12 +140,18 @@ class SentenceTransformerEmbedder:
         *,
         device: str | None = None,
         batch_size: int = 32,
+        quantization: str | None = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if quantization not in (None, "int8"):
+            raise ValueError(f"quantization must be None or 'int8', got {quantization!r}")
+        if quantization is not None and device not in (None, "cpu"):
+            raise ValueError(f"quantization='int8' is the CPU path; device={device!r} is not a CPU")
         self.model_name = canonical_model_name(model_name)
         self.device = device
         self.batch_size = batch_size
+        self.quantization = quantization
 
     @classmethod
     def resolve(
@@ -175,6 +181,10 @@ class SentenceTransformerEmbedder:
         """Embed texts as a float32 (n, dim) array of unit vectors, in input order."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.quantization is not None:
+            int8 = _int8_encoder(self.model_name, self.model)
+            if int8 is not None:
+                return int8.encode(list(texts), self.batch_size)
         vectors = self.model.encode(
             list(texts),
             batch_size=self.batch_size,
@@ -202,7 +212,91 @@ class SentenceTransformerEmbedder:
         return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
 
     def get_config(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "device": self.device, "batch_size": self.batch_size}
+        config: dict[str, Any] = {"model_name": self.model_name, "device": self.device, "batch_size": self.batch_size}
+        if self.quantization is not None:
+            config["quantization"] = self.quantization
+        return config
 
     def __repr__(self) -> str:
-        return f"SentenceTransformerEmbedder(model_name={self.model_name!r}, device={self.device!r})"
+        extra = f", quantization={self.quantization!r}" if self.quantization else ""
+        return f"SentenceTransformerEmbedder(model_name={self.model_name!r}, device={self.device!r}{extra})"
+
+
+_INT8: dict[str, Any] = {}  # canonical name -> _Int8Encoder, or None after a fallback
+
+
+def _int8_encoder(canonical: str, model: Any) -> _Int8Encoder | None:
+    """The int8 ONNX Runtime copy of ``model``'s encoder (prepared once, cached on disk); ``None`` after one
+    warning when the pipeline is not Transformer + mean/CLS Pooling (+ Normalize) or the engine refuses it."""
+    with _MODELS_LOCK:
+        if canonical in _INT8:
+            return _INT8[canonical]
+        from zerank_integrations.scoring.quantization import QuantizationUnavailable, warn_fallback
+
+        try:
+            encoder = _Int8Encoder.build(canonical, model)
+        except QuantizationUnavailable as error:
+            warn_fallback(canonical, str(error))
+            encoder = None
+        _INT8[canonical] = encoder
+        return encoder
+
+
+class _Int8Encoder:
+    """Tokenize, run the int8 encoder, pool and normalise: what the SentenceTransformer pipeline computes."""
+
+    def __init__(self, session: Any, tokenizer: Any, max_length: int, pooling: str) -> None:
+        self.session, self.tokenizer, self.max_length, self.pooling = session, tokenizer, max_length, pooling
+
+    @classmethod
+    def build(cls, canonical: str, model: Any) -> _Int8Encoder:
+        from zerank_integrations.scoring.quantization import QuantizationUnavailable, cache_root, int8_onnx
+
+        kinds = [type(module).__name__ for module in model]
+        pooling = getattr(model[1], "pooling_mode", None) if len(kinds) > 1 else None
+        if (
+            kinds[:2] != ["Transformer", "Pooling"]
+            or kinds[2:] not in ([], ["Normalize"])
+            or pooling
+            not in (
+                "mean",
+                "cls",
+            )
+        ):
+            raise QuantizationUnavailable(f"the pipeline {kinds} (pooling {pooling!r}) is not Transformer + Pooling")
+        encoder = getattr(model[0], "auto_model", None) or getattr(model[0], "model", None)
+        if encoder is None or getattr(model[0], "do_lower_case", False):
+            raise QuantizationUnavailable("its Transformer module is not a plain transformers encoder")
+        folder = Path(_model_location(canonical))
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(canonical, local_files_only=True))
+        import inspect
+
+        inputs = ("input_ids", "attention_mask")
+        if "token_type_ids" in inspect.signature(encoder.forward).parameters:
+            inputs += ("token_type_ids",)
+        session = int8_onnx(encoder, inputs, "last_hidden_state", folder, cache_root(None))
+        return cls(session, model.tokenizer, int(model.max_seq_length), pooling)
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths share a batch
+        out = np.zeros((len(texts), 0), dtype=np.float32)
+        rows: list[np.ndarray] = []
+        for start in range(0, len(order), batch_size):
+            chunk = [texts[i] for i in order[start : start + batch_size]]
+            features = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            hidden = self.session(**features).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            pooled = mean if self.pooling == "mean" else hidden[:, 0]
+            rows.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        vectors = np.concatenate(rows) if rows else out
+        result = np.empty_like(vectors)
+        result[order] = vectors
+        return result.astype(np.float32, copy=False)

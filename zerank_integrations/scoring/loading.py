@@ -36,6 +36,7 @@ from zerank_integrations.scoring.devices import resolve_device, resolve_devices,
 from zerank_integrations.scoring.forward import Forward
 from zerank_integrations.scoring.prompt_source import choose_template
 from zerank_integrations.scoring.prompts import PromptTemplate, Tokens
+from zerank_integrations.scoring.quantization import check_int8_placement, check_quantization, quantize_forward
 from zerank_integrations.scoring.source import CheckpointSource, ModelLoadError
 from zerank_integrations.testing import is_random_weights
 
@@ -63,6 +64,7 @@ class ModelKey:
     dtype: str
     family: str
     replica: int = 0  # a second copy on the same device (device=["cpu", "cpu"]) is a second model
+    quantization: str = "none"  # "int8": the CPU int8 path (``scoring.quantization``)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class LoadedModel:
     default_max_length: int
     random_weights: bool
     cost: CostModel  # estimated seconds of a forward pass: what batch planning and prefix reuse weigh
+    quantization: str | None = None  # "int8" when the int8 engine runs it; None: float32 (also after a fallback)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -108,6 +111,7 @@ def load_model(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
+    quantization: str | None = None,
 ) -> LoadedModel:
     """The process-wide ``LoadedModel`` for these settings on one device, loading it on first use."""
     (loaded,) = load_replicas(
@@ -119,6 +123,7 @@ def load_model(
         local_files_only=local_files_only,
         cache_dir=cache_dir,
         token=token,
+        quantization=quantization,
     )
     return loaded
 
@@ -133,15 +138,20 @@ def load_replicas(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
     token: str | None = None,
+    quantization: str | None = None,
 ) -> tuple[LoadedModel, ...]:
     """One process-wide ``LoadedModel`` per device in ``devices`` (see :func:`resolve_devices`).
 
     The checkpoint is resolved, and its family told, once; each replica holds its own weights on its device.
+    ``quantization="int8"`` (CPU, float32 activations) prepares the int8 engine's weights once, from its cache.
     """
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a Hugging Face id or a local directory, got {model!r}")
     chosen = get_family(family) if family is not None else None
     resolved_dtype = resolve_dtype(dtype, devices[0])
+    quantization = check_quantization(quantization)
+    if quantization is not None:
+        check_int8_placement(devices, resolved_dtype)
     identity = _model_identity(model)
     seen: dict[str, int] = {}
     places: list[tuple[torch.device, int]] = []  # (device, replica index on that device)
@@ -150,7 +160,7 @@ def load_replicas(
         seen[str(device)] = places[-1][1] + 1
 
     def key_for(name: str, device: torch.device, replica: int) -> ModelKey:
-        return ModelKey(identity, revision, str(device), str(resolved_dtype), name, replica)
+        return ModelKey(identity, revision, str(device), str(resolved_dtype), name, replica, quantization or "none")
 
     with _CACHE_LOCK:
         known = chosen.name if chosen is not None else _DETECTED.get((identity, revision))
@@ -181,7 +191,7 @@ def load_replicas(
             with _CACHE_LOCK:
                 cached = _CACHE.get(key)
             if cached is None:
-                cached = _load(key, read, device, resolved_dtype)
+                cached = _load(key, read, device, resolved_dtype, quantization)
                 with _CACHE_LOCK:
                     _CACHE[key] = cached
         replicas.append(cached)
@@ -223,11 +233,15 @@ class _Read:
     detected_by: str
 
 
-def _load(key: ModelKey, read: _Read, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def _load(
+    key: ModelKey, read: _Read, device: torch.device, dtype: torch.dtype, quantization: str | None = None
+) -> LoadedModel:
     source, facts, template, tokenizer, tokens = read.source, read.facts, read.template, read.tokenizer, read.tokens
     built = build_model(source, facts, template, tokenizer, tokens, device, dtype)
     if built.causal_lm is not None:
         check_fast_path(built, template, tokens, source.name)
+    if quantization is not None and not quantize_forward(built.forward, source):
+        quantization = None  # warned once: float32 runs
     loaded = LoadedModel(
         key=key,
         family=template.family,
@@ -243,14 +257,16 @@ def _load(key: ModelKey, read: _Read, device: torch.device, dtype: torch.dtype) 
         default_max_length=built.default_max_length,
         random_weights=source.local_dir is not None and is_random_weights(source.local_dir),
         cost=built.cost,
+        quantization=quantization,
     )
     logger.info(
-        "loaded reranker %s (revision=%s, family %s, prompt from %s) on %s as %s",
+        "loaded reranker %s (revision=%s, family %s, prompt from %s) on %s as %s%s",
         source.name,
         key.revision,
         template.family.name,
         template.source,
         device,
         dtype,
+        " (int8)" if quantization else "",
     )
     return loaded

@@ -33,6 +33,8 @@ from zerank_integrations.scoring.batching import Plan, padded_slots, plan, reuse
 from zerank_integrations.scoring.cache import ScoreCache
 from zerank_integrations.scoring.loading import LoadedModel, load_replicas, resolve_devices
 from zerank_integrations.scoring.prompts import EncodedPair, Piece, QuerySegment
+from zerank_integrations.scoring.quantization import Quantization, check_quantization
+from zerank_integrations.scoring.threads import apply_threads
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,8 @@ class ZerankScorer:
         long_documents: LongDocuments = "truncate",
         chunk_tokens: int | None = None,
         chunk_stride: int | None = None,
+        quantization: Quantization | None = None,
+        threads: int | None = None,
     ) -> None:
         for name, value in (("max_length", max_length), ("batch_tokens", batch_tokens)):
             _check_count(name, value, allow_none=True)
@@ -138,6 +142,9 @@ class ZerankScorer:
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an int >= 0 (0 turns the cache off), got {cache_size!r}")
         secret = token if isinstance(token, SecretStr) or token is None else SecretStr(token)
+        quantization = check_quantization(quantization)
+        _check_count("threads", threads, allow_none=True)
+        apply_threads(threads)  # once per process unless given: leased cores, so processes do not oversubscribe
         # One replica per device: "cuda" on a machine with several GPUs, or a list of devices.
         self._replicas: tuple[LoadedModel, ...] = load_replicas(
             model,
@@ -148,6 +155,7 @@ class ZerankScorer:
             local_files_only=local_files_only,
             cache_dir=cache_dir,
             token=secret.get_secret_value() if secret is not None else None,
+            quantization=quantization,
         )
         self._loaded: LoadedModel = self._replicas[0]
         self._pool = (
@@ -227,6 +235,11 @@ class ZerankScorer:
         return self._loaded.dtype
 
     @property
+    def quantization(self) -> str | None:
+        """``"int8"`` when the int8 engine scores; ``None`` for float32 (the default, and after a fallback)."""
+        return self._loaded.quantization
+
+    @property
     def loaded_model(self) -> LoadedModel:
         """The process-wide model this scorer uses: the same object for every scorer with the same settings."""
         return self._loaded
@@ -241,6 +254,8 @@ class ZerankScorer:
         extra = f", cache_size={self.cache_size}" if self.cache_size else ""
         if self.long_documents != "truncate":
             extra += f", long_documents={self.long_documents!r}"
+        if self.quantization:
+            extra += f", quantization={self.quantization!r}"
         return (
             f"ZerankScorer(model={self.model!r}, family={self.family!r}, revision={self.revision!r}, "
             f"device='{self.device}', dtype={str(self.dtype).removeprefix('torch.')}, max_length={self.max_length}, "
