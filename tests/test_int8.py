@@ -35,9 +35,9 @@ MAX_DPROB = 0.03  # measured on these tiny random checkpoints: 0.023 (qwen3-rera
 def int8_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "int8-cache"
     monkeypatch.setenv(CACHE_ENV, str(cache))
-    clear_model_cache()
+    clear_model_cache(quantized_only=True)
     yield cache
-    clear_model_cache()
+    clear_model_cache(quantized_only=True)
 
 
 def _prepared(caplog: pytest.LogCaptureFixture) -> int:
@@ -67,7 +67,7 @@ def test_int8_scores_stay_within_the_bound_and_the_cache_is_reused(
     entries = [p for p in int8_cache.iterdir() if not p.name.startswith(".")]
     assert len(entries) == 1 and (entries[0] / "key.json").is_file()
 
-    clear_model_cache()  # a new start: the same checkpoint is read back, not prepared again
+    clear_model_cache(quantized_only=True)  # a new start: the same checkpoint is read back, not prepared again
     again = ZerankScorer(checkpoint, quantization="int8")
     assert _prepared(caplog) == 1
     assert np.array_equal(np.array(again.score(query, passages)), quantized)
@@ -94,10 +94,10 @@ def test_unusable_cache_falls_back_to_exact_float32_with_one_warning(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     monkeypatch.setenv(CACHE_ENV, str(blocker / "cache"))
-    clear_model_cache()
+    clear_model_cache(quantized_only=True)
     checkpoint = str(family_checkpoints["cross-encoder"])
     exact = ZerankScorer(checkpoint).score("query", passages[:4])
-    clear_model_cache()
+    clear_model_cache(quantized_only=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scorer = ZerankScorer(checkpoint, quantization="int8")
@@ -106,7 +106,7 @@ def test_unusable_cache_falls_back_to_exact_float32_with_one_warning(
     assert len(messages) == 1 and "float32" in messages[0]
     assert scorer.quantization is None
     assert scorer.score("query", passages[:4]) == exact
-    clear_model_cache()
+    clear_model_cache(quantized_only=True)
 
 
 def test_bad_settings_are_refused_by_name(family_checkpoints: dict[str, Path]) -> None:

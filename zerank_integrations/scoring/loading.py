@@ -204,9 +204,15 @@ def loaded_models() -> list[ModelKey]:
         return list(_CACHE)
 
 
-def clear_model_cache() -> None:
-    """Forget every loaded model (scorers already built keep theirs alive until they are dropped)."""
+def clear_model_cache(*, quantized_only: bool = False) -> None:
+    """Forget every loaded model (scorers already built keep theirs alive until they are dropped), or only the
+    int8 ones (``quantized_only``: a fresh start of the int8 engine that leaves float32 models shared)."""
     with _CACHE_LOCK:
+        if quantized_only:
+            for key in [key for key in _CACHE if key.quantization != "none"]:
+                del _CACHE[key]
+                _KEY_LOCKS.pop(key, None)
+            return
         _CACHE.clear()
         _KEY_LOCKS.clear()
         _DETECTED.clear()
