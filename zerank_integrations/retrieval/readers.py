@@ -51,94 +51,187 @@ def read_plain(path: Path) -> tuple[str, str]:
 
 
 # Elements whose content is never page text, and elements that end a line of text.
-_HIDDEN = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe", "object"})
+_HIDDEN = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe", "object", "button"})
+#: Site furniture: dropped when no extractor picked the main content (the whole page is walked).
+_CHROME = frozenset({"nav", "header", "footer", "aside", "form", "menu", "dialog"})
 _BLOCKS = frozenset(
-    [
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "br",
-        "dd",
-        "details",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "form",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "li",
-        "main",
-        "nav",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "summary",
-        "table",
-        "td",
-        "th",
-        "tr",
-        "ul",
-    ]
+    "address article aside blockquote br dd details div dl dt fieldset figcaption figure footer form header hr "
+    "li main nav ol p section summary table tr ul caption".split()
 )
+_HEADINGS = {f"h{level}": level for level in range(1, 7)}
 
 
-class _HtmlText(html.parser.HTMLParser):
-    def __init__(self) -> None:
+class _MarkupText(html.parser.HTMLParser):
+    """HTML as Markdown-like text: ``#`` headings, ```` ``` ```` fences around verbatim ``<pre>``, ``- `` list
+    items, `` | `` between table cells; everything else as paragraphs with spaces collapsed."""
+
+    def __init__(self, *, drop_chrome: bool) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.main: list[str] = []  # what the page marks as its main content (<main>, or role="main")
         self.title: list[str] = []
-        self._hidden = 0
+        self.refresh: str | None = None
+        self._main: list[str] = []  # open elements from the main-content one down (same tag name)
+        self._skip: list[str] = []  # open hidden/chrome elements (their content is dropped)
+        self._drop = _HIDDEN | _CHROME if drop_chrome else _HIDDEN
+        self._pre = 0
         self._in_title = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "meta":
+            values = {k.lower(): (v or "") for k, v in attrs}
+            if values.get("http-equiv", "").lower() == "refresh":
+                found = re.search(r"url\s*=\s*['\"]?([^'\">\s]+)", values.get("content", ""), re.I)
+                self.refresh = found.group(1) if found else values.get("content", "")
+            return
+        if self._main and tag == self._main[0]:
+            self._main.append(tag)
+        elif not self._main and not self.main and (tag == "main" or ("role", "main") in attrs):
+            self._main.append(tag)
         if tag == "title":
             self._in_title = True
-        elif tag in _HIDDEN:
-            self._hidden += 1
+        elif self._skip or tag in self._drop:
+            if tag in self._drop:
+                self._skip.append(tag)
+        elif tag == "pre":
+            self._pre += 1
+            if self._pre == 1:
+                self._emit("\n\n```\n")
+        elif self._pre:
+            return
+        elif tag in _HEADINGS:
+            self._emit("\n\n" + "#" * _HEADINGS[tag] + " ")
+        elif tag == "li":
+            self._emit("\n- ")
+        elif tag in ("td", "th"):
+            self._emit(" | ")
+        elif tag == "p":
+            self._emit("\n\n")
         elif tag in _BLOCKS:
-            self.parts.append("\n")
+            self._emit("\n")
+
+    def _emit(self, text: str) -> None:
+        self.parts.append(text)
+        if self._main:
+            self.main.append(text)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCKS:
-            self.parts.append("\n")
+        if tag == "meta":
+            self.handle_starttag(tag, attrs)
+        elif not self._skip and tag in ("br", "hr"):
+            self._emit("\n")
 
     def handle_endtag(self, tag: str) -> None:
+        if self._main and tag == self._main[0]:
+            self._main.pop()
+            if not self._main:
+                self.main.append("\n")
         if tag == "title":
             self._in_title = False
-        elif tag in _HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
+        elif self._skip:
+            if tag == self._skip[-1]:
+                self._skip.pop()
+        elif tag == "pre" and self._pre:
+            self._pre -= 1
+            if not self._pre:
+                self._emit("\n```\n\n")
+        elif self._pre:
+            return
+        elif tag in _HEADINGS or tag == "p":
+            self._emit("\n\n")
         elif tag in _BLOCKS:
-            self.parts.append("\n")
+            self._emit("\n")
 
     def handle_data(self, data: str) -> None:
         if self._in_title:
             self.title.append(data)
-        elif not self._hidden:
-            self.parts.append(data)
+        elif self._skip:
+            return
+        elif self._pre:
+            self._emit(data)
+        else:
+            self._emit(re.sub(r"\s+", " ", data))
 
 
-def html_text(markup: str) -> tuple[str, str]:
-    """(title, visible text) of an HTML page."""
-    parser = _HtmlText()
+def _tidy_markup(text: str) -> str:
+    """Lines tidied outside code fences (inside them every character is kept), blank runs squeezed."""
+    out: list[str] = []
+    fenced = False
+    for line in text.split("\n"):
+        if line.strip() == "```":
+            fenced = not fenced
+            out.append("```")
+        elif fenced:
+            out.append(line.rstrip())
+        else:
+            line = " ".join(line.split())
+            out.append(line[2:] if line.startswith("| ") else line)
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"```\n\n+", "```\n", "\n".join(out))).strip()
+
+
+def _walk(markup: str, *, drop_chrome: bool) -> _MarkupText:
+    parser = _MarkupText(drop_chrome=drop_chrome)
     parser.feed(markup)
     parser.close()
-    return " ".join("".join(parser.title).split()), _tidy("".join(parser.parts))
+    return parser
+
+
+def markup_text(markup: str) -> str:
+    """The text of an HTML fragment (an extractor's main content), structure kept: see :class:`_MarkupText`."""
+    return _tidy_markup("".join(_walk(markup, drop_chrome=False).parts))
+
+
+def page_text(markup: str) -> str:
+    """The text of a whole page with its navigation, headers, footers, asides and forms left out."""
+    return _tidy_markup("".join(_walk(markup, drop_chrome=True).parts))
+
+
+class RedirectPage(CorpusError):
+    """An HTML page that only sends the reader elsewhere (meta refresh): not a document."""
+
+    def __init__(self, path: object, target: str) -> None:
+        super().__init__(f"{path}: a redirect to {target}, not a document")
+        self.target = target
+
+
+def html_text(markup: str, path: object = "page") -> tuple[str, str]:
+    """(title, main text) of an HTML page; :class:`RedirectPage` for a meta-refresh stub.
+
+    The main content is found by readability-lxml when it is installed (``pip install
+    'zerank-integrations[html]'``); without it, the whole page is walked with navigation, headers, footers,
+    asides and forms left out.
+    """
+    page = _walk(markup, drop_chrome=True)
+    title = " ".join("".join(page.title).split())
+    if page.refresh is not None:
+        raise RedirectPage(path, page.refresh)
+    marked = _tidy_markup("".join(page.main))
+    if marked:
+        return title, marked
+    return title, _main_content(markup) or _tidy_markup("".join(page.parts))
+
+
+def _main_content(markup: str) -> str | None:
+    """The main content as Markdown by trafilatura (``pip install 'zerank-integrations[html]'``), for pages that
+    do not mark it; ``None`` without trafilatura or when it finds nothing."""
+    try:
+        import trafilatura
+    except ImportError:
+        return None
+    text = trafilatura.extract(
+        markup,
+        output_format="markdown",
+        include_formatting=True,
+        include_tables=True,
+        include_links=False,
+        include_comments=False,
+        deduplicate=False,
+    )
+    return text.strip() if text and text.strip() else None
 
 
 def read_html(path: Path) -> tuple[str, str]:
-    return html_text(_read_utf8(path))
+    return html_text(_read_utf8(path), path)
 
 
 def read_pdf(path: Path) -> tuple[str, str]:
