@@ -32,7 +32,8 @@ def _shorten(text: str, width: int) -> str:
 
 
 def _label(hit: Any) -> str:
-    """A passage's id, with its document's character span when it is one chunk of a longer document."""
+    """A passage's id, with its document's character span when it is one chunk of a longer document (with
+    small to big: the span of the context handed on)."""
     if hit.document_id and hit.document_id != hit.id and hit.span is not None:
         return f"{hit.id} [{hit.span[0]}:{hit.span[1]}]"
     return str(hit.id)
@@ -77,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
                     "span": h.span,
                     "similarity": h.score,
                     "text": h.content,
+                    "matched": h.matched or h.content,
+                    "matched_span": h.matched_span or h.span,
                 }
                 for h in hits
             ],

@@ -119,11 +119,13 @@ def dedupe_documents(
         keys.append(found)
 
     live = set(range(len(documents)))
-    order = sorted(
-        range(len(documents)),
-        key=lambda i: (-sum(len(documents[i].text[s:e].strip()) >= _MIN_PARAGRAPH for _, s, e, _c in keys[i]),
-                       -len(documents[i].id), documents[i].id),
-    )
+
+    def long_count(i: int) -> int:
+        return sum(len(documents[i].text[s:e].strip()) >= _MIN_PARAGRAPH for _, s, e, _c in keys[i])
+
+    # largest first (a concatenation goes before its parts); among equals the longer path, then the later one
+    order = sorted(range(len(documents)), key=lambda i: documents[i].id, reverse=True)
+    order.sort(key=lambda i: (-long_count(i), -len(documents[i].id)))
     for i in order:
         long_keys = {k for k, s, e, _c in keys[i] if len(documents[i].text[s:e].strip()) >= _MIN_PARAGRAPH}
         if not long_keys:
@@ -131,9 +133,7 @@ def dedupe_documents(
         shared = sum(any(j != i and j in live for j in holders[k]) for k in long_keys)
         if shared / len(long_keys) >= containment:
             live.discard(i)
-            report.documents[documents[i].id] = (
-                f"its passages are in other pages: {shared}/{len(long_keys)} paragraphs"
-            )
+            report.documents[documents[i].id] = f"its passages are in other pages: {shared}/{len(long_keys)} paragraphs"
 
     counts: dict[str, int] = {}
     for i in sorted(live):
@@ -147,7 +147,7 @@ def dedupe_documents(
             continue
         kept: list[str] = []
         removed = 0
-        for key, start, end, code in keys[i]:
+        for key, start, end, _code in keys[i]:
             if key in boilerplate and key in seen:
                 removed += 1
                 continue

@@ -55,8 +55,36 @@ _HIDDEN = frozenset({"script", "style", "noscript", "template", "head", "svg", "
 #: Site furniture: dropped when no extractor picked the main content (the whole page is walked).
 _CHROME = frozenset({"nav", "header", "footer", "aside", "form", "menu", "dialog"})
 _BLOCKS = frozenset(
-    "address article aside blockquote br dd details div dl dt fieldset figcaption figure footer form header hr "
-    "li main nav ol p section summary table tr ul caption".split()
+    [
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "br",
+        "dd",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "hr",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "section",
+        "summary",
+        "table",
+        "tr",
+        "ul",
+        "caption",
+    ]
 )
 _HEADINGS = {f"h{level}": level for level in range(1, 7)}
 
@@ -84,9 +112,7 @@ class _MarkupText(html.parser.HTMLParser):
                 found = re.search(r"url\s*=\s*['\"]?([^'\">\s]+)", values.get("content", ""), re.I)
                 self.refresh = found.group(1) if found else values.get("content", "")
             return
-        if self._main and tag == self._main[0]:
-            self._main.append(tag)
-        elif not self._main and not self.main and (tag == "main" or ("role", "main") in attrs):
+        if (self._main and tag == self._main[0]) or (not self._main and (tag == "main" or ("role", "main") in attrs)):
             self._main.append(tag)
         if tag == "title":
             self._in_title = True
@@ -139,7 +165,7 @@ class _MarkupText(html.parser.HTMLParser):
             return
         elif tag in _HEADINGS or tag == "p":
             self._emit("\n\n")
-        elif tag in _BLOCKS:
+        elif tag in _BLOCKS and tag not in ("tr", "li"):  # a row or item ends where the next one starts
             self._emit("\n")
 
     def handle_data(self, data: str) -> None:
@@ -148,6 +174,8 @@ class _MarkupText(html.parser.HTMLParser):
         elif self._skip:
             return
         elif self._pre:
+            if self.parts and self.parts[-1].endswith("```\n") and data.startswith("\n"):
+                data = data[1:]  # HTML drops a newline right after <pre>
             self._emit(data)
         else:
             self._emit(re.sub(r"\s+", " ", data))
@@ -159,6 +187,8 @@ def _tidy_markup(text: str) -> str:
     fenced = False
     for line in text.split("\n"):
         if line.strip() == "```":
+            while fenced and out and not out[-1]:
+                out.pop()  # the code's own trailing newline
             fenced = not fenced
             out.append("```")
         elif fenced:
@@ -166,7 +196,7 @@ def _tidy_markup(text: str) -> str:
         else:
             line = " ".join(line.split())
             out.append(line[2:] if line.startswith("| ") else line)
-    return re.sub(r"\n{3,}", "\n\n", re.sub(r"```\n\n+", "```\n", "\n".join(out))).strip()
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
 
 
 def _walk(markup: str, *, drop_chrome: bool) -> _MarkupText:
