@@ -181,7 +181,7 @@ def test_chunks_fit_the_embedder_and_carry_their_section_as_context() -> None:
     # a document that fits stays whole, with its own id and no context
     [[single]] = chunk_documents([Document(id="s", text="short")], policy, embedder.token_spans)
     assert (single.id, single.text, single.context) == ("s", "short", {})
-    with pytest.raises(ValueError, match="call policy.fit"):
+    with pytest.raises(ValueError, match=r"call policy\.fit"):
         chunk_documents([doc], ChunkingPolicy(), embedder.token_spans)
 
 
@@ -261,3 +261,17 @@ def test_rust_book_pages_ingest_clean_once_and_small_to_big(
     payload = json.loads(capsys.readouterr().out)
     first = payload["retrieved"][0]
     assert first["document"] == "ch04-02-references-and-borrowing.html" and first["matched"] in first["text"]
+
+
+def test_pdf_running_headers_and_footers_are_dropped() -> None:
+    from zerank_integrations.retrieval.readers import without_running_lines
+
+    topics = ["rotating keys", "audit logs", "backups", "access reviews", "incident response"]
+    pages = [
+        f"ACME Handbook 2026\n{topic.title()}\nHow we handle {topic}.\nAsk the {topic} owner.\n- {i} -"
+        for i, topic in enumerate(topics, start=1)
+    ]
+    kept = without_running_lines(pages)
+    assert kept[0] == "Rotating Keys\nHow we handle rotating keys.\nAsk the rotating keys owner."
+    assert all("ACME Handbook" not in p and not p.endswith("-") for p in kept)
+    assert without_running_lines(pages[:2]) == pages[:2]  # two pages say nothing about what repeats

@@ -14,9 +14,10 @@ import ipaddress
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -159,6 +160,8 @@ class IngestReport:
     removed: int = 0
     stored_documents: int = 0  # after deduplication
     stored_chunks: int = 0
+    #: seconds per step: dedupe, chunk (tokenising), compare (with what is stored), embed, write (Chroma)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class ChromaStore:
@@ -295,21 +298,33 @@ class ChromaStore:
             if doc.id in seen:
                 raise ValueError(f"duplicate document id {doc.id!r}")
             seen.add(doc.id)
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[step] = timings.get(step, 0.0) + now - clock
+            clock = now
+
         with self._write_lock:
             policy = (chunking if chunking is not None else ChunkingPolicy()).fit(self.embedder.max_tokens)
             kept_docs = list(documents) if dedupe is None else dedupe_documents(documents, dedupe)
+            lap("dedupe")
             chunks: list[Chunk] = []
             for start in range(0, len(kept_docs), batch_size):
                 batch = kept_docs[start : start + batch_size]
-                chunks.extend(
-                    c for per_doc in chunk_documents(batch, policy, self.embedder.token_spans) for c in per_doc
-                )
+                per_document = chunk_documents(batch, policy, self.embedder.token_spans)
+                chunks.extend(c for per_doc in per_document for c in per_doc)
             chunk_count = len(chunks)
+            lap("chunk")
             if dedupe is not None:
                 chunks = hold_contexts(dedupe_chunks(chunks, dedupe))
+            lap("dedupe")
             max_batch = int(self.client.get_max_batch_size())
             removed = self._delete_stale_chunks(documents, chunks, max_batch)
             todo, added, updated, unchanged = self._changed(chunks, max_batch)
+            lap("compare")
             if todo:
                 self._check_dimension()
             left = Counter(c.document.id for c in todo)
@@ -317,7 +332,7 @@ class ChromaStore:
                 progress(len(documents) - len(left))  # documents with nothing to embed are done already
             if chunk_progress is not None:
                 chunk_progress(0, len(todo))
-            self._embed_and_write(todo, max_batch, left, progress, chunk_progress)
+            self._embed_and_write(todo, max_batch, left, progress, chunk_progress, timings)
         return IngestReport(
             added=added,
             updated=updated,
@@ -328,6 +343,7 @@ class ChromaStore:
             removed=removed,
             stored_documents=len({c.document.id for c in chunks}),
             stored_chunks=len(chunks),
+            timings=timings,
         )
 
     def _changed(self, chunks: list[Chunk], max_batch: int) -> tuple[list[Chunk], int, int, int]:
@@ -362,6 +378,7 @@ class ChromaStore:
         left: Counter[str],
         progress: Callable[[int], None] | None,
         chunk_progress: Callable[[int, int], None] | None,
+        timings: dict[str, float],
     ) -> None:
         """Embed ``todo`` longest first (batches of similar length pad little), in steps of the embedder's batch so
         progress moves every few seconds, and write Chroma in batches of up to ``max_batch`` (few, large writes)."""
@@ -372,18 +389,22 @@ class ChromaStore:
         for part in range(0, len(order), write):
             window = order[part : part + write]
             vectors = []
+            t0 = time.perf_counter()
             for sub in range(0, len(window), step):
                 piece = window[sub : sub + step]
                 vectors.append(self.embedder.encode([c.text for c in piece]))
                 done += len(piece)
                 if chunk_progress is not None:
                     chunk_progress(done, len(order))
+            t1 = time.perf_counter()
             self.collection.upsert(
                 ids=[c.id for c in window],
                 documents=[c.text for c in window],
                 metadatas=[c.metadata for c in window],
                 embeddings=np.concatenate(vectors) if vectors else [],
             )
+            timings["embed"] = timings.get("embed", 0.0) + t1 - t0
+            timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t1
             finished = 0
             for chunk in window:
                 left[chunk.document.id] -= 1

@@ -1,10 +1,12 @@
-"""Plain text out of the files people have: .txt/.md as they are, HTML without its markup, PDF via pypdf.
+"""Plain text out of the files people have: .txt/.md as they are, HTML as its main content, PDF via pypdf.
 
 Each reader returns the document's title (or "") and text, and reports a problem as a :class:`CorpusError` naming
-the file. HTML is read with the standard library's parser (scripts, styles and the head left out; block elements
-become line breaks); PDF needs ``pypdf`` (``pip install 'zerank-integrations[pdf]'``), imported only when a PDF
-is read. A reader that cannot run here (no pypdf) raises :class:`ReaderUnavailable`, so a folder ingest can skip
-those files and say why instead of failing.
+the file. HTML becomes Markdown-like text of the page's main content (:func:`html_text`): headings as ``#`` lines
+(the sections chunking follows), ``<pre>`` verbatim in code fences, list items and table rows on their own
+lines, site navigation and interface text left out; a meta-refresh stub raises :class:`RedirectPage`. PDF needs
+``pypdf`` (``pip install 'zerank-integrations[pdf]'``), imported only when a PDF is read; running headers and
+footers repeated on most pages are dropped. A reader that cannot run here (no pypdf) raises
+:class:`ReaderUnavailable`, so a folder ingest can skip those files and say why instead of failing.
 """
 
 from __future__ import annotations
@@ -227,9 +229,10 @@ class RedirectPage(CorpusError):
 def html_text(markup: str, path: object = "page") -> tuple[str, str]:
     """(title, main text) of an HTML page; :class:`RedirectPage` for a meta-refresh stub.
 
-    The main content is found by readability-lxml when it is installed (``pip install
-    'zerank-integrations[html]'``); without it, the whole page is walked with navigation, headers, footers,
-    asides and forms left out.
+    The main content is what the page marks as such (``<main>`` or ``role="main"``: every mdBook, rustdoc,
+    Sphinx and most modern sites), walked with its structure kept. A page that marks none goes to trafilatura
+    (in the ``[chroma]`` extra, which ``ingest`` needs); without it, the whole page is walked with navigation,
+    headers, footers, asides and forms left out. ``benchmarks/bench_extraction.py`` measured the choice.
     """
     page = _walk(markup, drop_chrome=True)
     title = " ".join("".join(page.title).split())
@@ -264,6 +267,34 @@ def read_html(path: Path) -> tuple[str, str]:
     return html_text(_read_utf8(path), path)
 
 
+def without_running_lines(pages: list[str], edge: int = 2) -> list[str]:
+    """Pages without their running headers and footers: a line among the first or last ``edge`` lines of a page
+    that recurs (digits ignored, so page numbers match) at the edge of at least half the pages, of three or more."""
+    if len(pages) < 3:
+        return pages
+    split = [page.split("\n") for page in pages]
+
+    def key(line: str) -> str:
+        return re.sub(r"\d+", "#", " ".join(line.split()).lower())
+
+    counts: dict[str, int] = {}
+    for lines in split:
+        for line in {key(x) for x in lines[:edge] + lines[-edge:] if x.strip()}:
+            counts[line] = counts.get(line, 0) + 1
+    running = {line for line, n in counts.items() if n * 2 >= len(pages)}
+    if not running:
+        return pages
+    out = []
+    for lines in split:
+        if len(lines) <= 2 * edge:
+            out.append("\n".join(x for x in lines if key(x) not in running))
+            continue
+        head = [x for x in lines[:edge] if key(x) not in running]
+        tail = [x for x in lines[-edge:] if key(x) not in running]
+        out.append("\n".join(head + lines[edge:-edge] + tail))
+    return out
+
+
 def read_pdf(path: Path) -> tuple[str, str]:
     """The text layer of every page, pages separated by a blank line (a scanned PDF without one has no text)."""
     try:
@@ -274,7 +305,7 @@ def read_pdf(path: Path) -> tuple[str, str]:
         reader = pypdf.PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
             raise CorpusError(f"{path}: the PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
+        pages = without_running_lines([page.extract_text() or "" for page in reader.pages])
     except CorpusError:
         raise
     except PermissionError:
