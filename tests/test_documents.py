@@ -275,3 +275,55 @@ def test_pdf_running_headers_and_footers_are_dropped() -> None:
     assert kept[0] == "Rotating Keys\nHow we handle rotating keys.\nAsk the rotating keys owner."
     assert all("ACME Handbook" not in p and not p.endswith("-") for p in kept)
     assert without_running_lines(pages[:2]) == pages[:2]  # two pages say nothing about what repeats
+
+
+# -- adapters: small to big ---------------------------------------------------------------------------------
+
+
+def test_llama_index_scores_and_returns_sentence_windows(scorer: object) -> None:
+    from llama_index.core import Document as LlamaDocument
+    from llama_index.core.node_parser import SentenceWindowNodeParser
+    from llama_index.core.schema import NodeWithScore, QueryBundle
+
+    from zerank_integrations.llama_index import ZerankRerank
+
+    text = (
+        "Ownership is a set of rules. Each value has an owner. There can only be one owner at a time. "
+        "When the owner goes out of scope, the value is dropped. References borrow a value without owning it. "
+        "A mutable reference allows changing the borrowed value. You can have only one mutable reference at a time."
+    )
+    parser = SentenceWindowNodeParser.from_defaults(window_size=1)
+    nodes = [NodeWithScore(node=n, score=0.5) for n in parser.get_nodes_from_documents([LlamaDocument(text=text)])]
+    nodes.append(NodeWithScore(node=nodes[0].node.model_copy(deep=True), score=0.1))  # the same window again
+    before = [n.node.model_copy(deep=True) for n in nodes]
+    reranker = ZerankRerank(scorer=scorer, context_key="window", top_n=None)
+    query = "how many mutable references can I have?"
+    out = reranker.postprocess_nodes(nodes, query_bundle=QueryBundle(query))
+    windows = list(dict.fromkeys(n.node.metadata["window"] for n in nodes))
+    assert sorted(n.node.get_content() for n in out) == sorted(windows)  # each window once, as the text
+    expected = dict(zip(windows, scorer.score(query, windows), strict=True))  # type: ignore[attr-defined]
+    for item in out:
+        assert item.score == pytest.approx(expected[item.node.get_content()], abs=1e-6)
+        matched = item.node.metadata["matched_text"]
+        assert matched in item.node.get_content() and "matched_text" in item.node.excluded_llm_metadata_keys
+    assert [n.node.get_content() for n in nodes] == [n.get_content() for n in before]  # caller's nodes untouched
+
+
+def test_langchain_scores_and_returns_the_parent_text(scorer: object) -> None:
+    from langchain_core.documents import Document as LcDocument
+
+    from zerank_integrations.langchain import ZerankRerank
+
+    parents = ["Threads share data with Arc and Mutex.", "Channels send values between threads."]
+    docs = [
+        LcDocument(page_content="Arc and Mutex", metadata={"parent": parents[0], "id": 1}),
+        LcDocument(page_content="Mutex", metadata={"parent": parents[0], "id": 2}),
+        LcDocument(page_content="Channels", metadata={"parent": parents[1], "id": 3}),
+        LcDocument(page_content="no parent here", metadata={"id": 4}),
+    ]
+    out = ZerankRerank(scorer=scorer, context_key="parent", top_n=None).compress_documents(docs, "share a counter")
+    assert sorted(d.page_content for d in out) == sorted([*parents, "no parent here"])
+    by_id = {d.metadata["id"]: d for d in out}
+    assert set(by_id) == {1, 3, 4} and by_id[1].metadata["matched_text"] == "Arc and Mutex"
+    assert "parent" not in by_id[1].metadata and "matched_text" not in by_id[4].metadata
+    assert docs[0].metadata == {"parent": parents[0], "id": 1}  # the caller's document is untouched
