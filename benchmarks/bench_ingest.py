@@ -29,6 +29,7 @@ from zerank_integrations.retrieval import ChromaStore, ChunkingPolicy, connect, 
 from zerank_integrations.retrieval.dedup import DedupReport
 
 QUESTIONS = Path(__file__).resolve().parent / "data" / "rust_book_questions.json"
+CHROME = ("Keyboard shortcuts", "to navigate between chapters", "Search this book", "Auto Light Rust Coal Navy Ayu")
 
 
 def default_book() -> Path | None:
@@ -78,6 +79,10 @@ def main() -> None:
         ingest_s = read_s + upsert_s
 
         texts = store.collection.get(include=["documents"])["documents"]
+        chrome = sum(any(c in t for c in CHROME) for t in texts)
+        normalised = [" ".join(t.lower().split()) for t in texts]
+        twice = len(normalised) - len(set(normalised))
+        indented = sum(any(line.startswith("    ") for line in t.splitlines()) for t in texts)
         t0 = time.perf_counter()
         store.embedder.encode(texts)
         alone_s = time.perf_counter() - t0
@@ -105,6 +110,10 @@ def main() -> None:
         "documents_stored": report.stored_documents,
         "chunks_stored": report.stored_chunks,
         "dedup": dedupe.describe() if dedupe else "",
+        "dropped_documents": sorted(dedupe.documents) if dedupe else [],
+        "chunks_with_site_chrome": chrome,
+        "chunk_texts_stored_twice": twice,
+        "chunks_with_indented_lines": indented,
         "read_extract_s": round(read_s, 1),
         "steps_s": {k: round(v, 1) for k, v in report.timings.items()},
         "ingest_s": round(ingest_s, 1),
