@@ -241,10 +241,10 @@ def html_text(markup: str, path: object = "page") -> tuple[str, str]:
     marked = _tidy_markup("".join(page.main))
     if marked:
         return title, marked
-    return title, _main_content(markup) or _tidy_markup("".join(page.parts))
+    return title, trafilatura_text(markup) or _tidy_markup("".join(page.parts))
 
 
-def _main_content(markup: str) -> str | None:
+def trafilatura_text(markup: str) -> str | None:
     """The main content as Markdown by trafilatura (``pip install 'zerank-integrations[html]'``), for pages that
     do not mark it; ``None`` without trafilatura or when it finds nothing."""
     try:
