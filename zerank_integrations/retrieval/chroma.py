@@ -396,6 +396,12 @@ class ChromaStore:
                 done += len(piece)
                 if chunk_progress is not None:
                     chunk_progress(done, len(order))
+                finished = 0
+                for chunk in piece:  # a document counts as done once its last chunk is embedded
+                    left[chunk.document.id] -= 1
+                    finished += left[chunk.document.id] == 0
+                if progress is not None and finished:
+                    progress(finished)
             t1 = time.perf_counter()
             self.collection.upsert(
                 ids=[c.id for c in window],
@@ -405,12 +411,6 @@ class ChromaStore:
             )
             timings["embed"] = timings.get("embed", 0.0) + t1 - t0
             timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t1
-            finished = 0
-            for chunk in window:
-                left[chunk.document.id] -= 1
-                finished += left[chunk.document.id] == 0
-            if progress is not None and finished:
-                progress(finished)
 
     def _delete_stale_chunks(self, documents: Sequence[Document], chunks: list[Chunk], max_batch: int) -> int:
         """Delete stored chunks of these documents that their current text (or deduplication) no longer keeps."""

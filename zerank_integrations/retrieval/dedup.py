@@ -7,9 +7,9 @@ Three passes, cheapest first:
    a document is dropped when at least ``containment`` of its paragraphs appear in documents that are kept.
    Larger documents are judged first, so the concatenation goes and the chapters stay; of two identical copies
    the one with the longer path goes.
-2. **Boilerplate paragraphs** (a notice repeated on every page): a paragraph (not code) found in
-   ``boilerplate_min`` or more documents stays in the first and is removed from the rest; a document left with
-   nothing but headings is dropped.
+2. **Boilerplate paragraphs** (a notice repeated on every page, or many times on one): a prose paragraph (not
+   code, not a heading) found ``boilerplate_min`` or more times stays where it is first found and is removed
+   everywhere else; a document left with nothing but headings is dropped.
 3. **Chunks** (after chunking): a chunk whose normalised text equals an earlier one's, or whose word 5-grams
    overlap an earlier one's by at least ``near`` (Jaccard), is not stored.
 
@@ -58,7 +58,7 @@ class DedupReport:
         if self.boilerplate:
             lines.append(
                 f"removed {self.boilerplate:,} repeats of {self.boilerplate_kinds:,} boilerplate "
-                "paragraph(s) (found on 3+ pages; each kept once)"
+                "paragraph(s) (found 3+ times; each kept once)"
             )
         if self.chunks:
             identical = sum(reason.startswith("identical") for reason in self.chunks.values())
@@ -135,10 +135,13 @@ def dedupe_documents(
             live.discard(i)
             report.documents[documents[i].id] = f"its passages are in other pages: {shared}/{len(long_keys)} paragraphs"
 
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {}  # occurrences of each prose paragraph (not code, not a heading) in kept pages
     for i in sorted(live):
-        for key in {k for k, s, e, code in keys[i] if not code}:
-            counts[key] = counts.get(key, 0) + 1
+        text = documents[i].text
+        for key, start, end, code in keys[i]:
+            piece = text[start:end].strip()
+            if not code and not piece.startswith("#") and len(piece) >= _MIN_PARAGRAPH:
+                counts[key] = counts.get(key, 0) + 1
     boilerplate = {k for k, n in counts.items() if n >= boilerplate_min}
     seen: set[str] = set()
     out: list[Document] = []
