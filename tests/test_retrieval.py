@@ -26,6 +26,7 @@ from zerank_integrations.retrieval import (
     SentenceTransformerEmbedder,
     canonical_model_name,
     chunk_documents,
+    documents_in_order,
     connect,
     default_chroma_path,
     load_beir,
@@ -306,7 +307,8 @@ def test_med_reproduces_shared_baseline(med_chroma: Path, datasets_dir: Path) ->
     for h in (h for q in qids for h in hits[q] if tokens[h.doc_id] <= 512):
         assert h.content.strip() == content[h.doc_id].strip()
     assert all(len({h.context_id or h.id for h in hits[q]}) == 100 for q in qids)
-    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, {q: [h.doc_id for h in hits[q]] for q in qids})
+    run = {q: [d for d, _ in documents_in_order((h.doc_id, h.score) for h in hits[q])] for q in qids}
+    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, run)
     assert metrics["ndcg@10"] == pytest.approx(0.788, abs=0.01)
     assert metrics["recall@100"] == pytest.approx(0.958, abs=0.01)
 
