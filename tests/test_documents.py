@@ -223,7 +223,7 @@ def book_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @needs_book
 def test_rust_book_pages_ingest_clean_once_and_small_to_big(
-    book_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    book_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chroma = tmp_path / "chroma"
     assert cli_main(["ingest", str(book_copy), "--chroma-path", str(chroma), "--collection", "book"]) == 0
@@ -261,6 +261,13 @@ def test_rust_book_pages_ingest_clean_once_and_small_to_big(
     payload = json.loads(capsys.readouterr().out)
     first = payload["retrieved"][0]
     assert first["document"] == "ch04-02-references-and-borrowing.html" and first["matched"] in first["text"]
+    # --interactive: one JSON answer per line of standard input, blank lines skipped
+    monkeypatch.setattr("sys.stdin", io.StringIO("how do I borrow a value mutably?\n\nhow do I write a comment?\n"))
+    assert cli_main(["search", "--interactive", "--chroma-path", str(chroma), "--collection", "book",
+                     "--no-rerank", "--json"]) == 0  # fmt: skip
+    answers = [json.loads(part) for part in capsys.readouterr().out.replace("}\n{", "}\0{").split("\0")]
+    assert [a["query"] for a in answers] == ["how do I borrow a value mutably?", "how do I write a comment?"]
+    assert answers[1]["retrieved"][0]["document"] == "ch03-04-comments.html"
 
 
 def test_pdf_running_headers_and_footers_are_dropped() -> None:
