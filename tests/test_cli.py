@@ -299,7 +299,8 @@ def test_eval_refuses_a_foreign_collection_before_writing(
     args = ["eval", "--beir", datasets_dir / "med", "--collection", "cli-docs", "--chroma-path", ingested]
     code, _, err = run(capsys, *args, "--model", checkpoint_dir, "--out", tmp_path / "out")
     assert_one_line_error(code, err, "collection 'cli-docs' holds 13 documents that are not in", "nothing was written")
-    assert sorted(ChromaStore.open("cli-docs", path=ingested).ids()) == before and len(before) == 13
+    store = ChromaStore.open("cli-docs", path=ingested)
+    assert sorted(store.ids()) == before and len(store.document_ids()) == 13
 
 
 def test_eval_checks_the_report_folder_first(
