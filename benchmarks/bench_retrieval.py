@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from zerank_integrations.evaluation import mean_metrics, retrieve
-from zerank_integrations.retrieval import ChromaStore, connect, load_beir
+from zerank_integrations.retrieval import ChromaStore, ChunkingPolicy, connect, documents_in_order, load_beir
 
 REFERENCE = {
     "scifact": {"ndcg@10": 0.642, "recall@100": 0.922},
@@ -33,6 +33,10 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["scifact", "med", "cran"])
     parser.add_argument("--chroma-path", type=Path, default=None, help="default: a fresh temporary folder")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="default: the embedder's window (the package default)"
+    )
+    parser.add_argument("--context-size", type=int, default=None, help="default: the package default")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="zerank-bench-") as tmp:
@@ -42,17 +46,20 @@ def main() -> None:
             collection = load_beir(args.datasets / name)
             store = ChromaStore.open(f"bench-{name}", client=client, create=True)
             t0 = time.perf_counter()
-            report = store.upsert(collection.corpus)
+            policy = ChunkingPolicy(size=args.chunk_size)
+            if args.context_size is not None:
+                policy = ChunkingPolicy(size=args.chunk_size, context=args.context_size)
+            report = store.upsert(collection.corpus, chunking=policy)
             ingest_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            again = store.upsert(collection.corpus)
+            again = store.upsert(collection.corpus, chunking=policy)
             reingest_s = time.perf_counter() - t0
             qids = collection.judged_query_ids()
             t0 = time.perf_counter()
             hits = retrieve(store, {q: collection.queries[q] for q in qids}, depth=100)
             retrieve_s = time.perf_counter() - t0
             qrels = {q: collection.qrels[q] for q in qids}
-            run = {q: [h.doc_id for h in hits[q]] for q in qids}  # whole documents: one chunk each
+            run = {q: [d for d, _ in documents_in_order((h.doc_id, h.score) for h in hits[q])] for q in qids}
             metrics = mean_metrics(qrels, run)
             linear = mean_metrics(qrels, run, ndcg_gain="linear")["ndcg@10"]
             ref = REFERENCE.get(name, {})
@@ -65,6 +72,7 @@ def main() -> None:
                 "reference_ndcg@10": ref.get("ndcg@10"),
                 "reference_recall@100": ref.get("recall@100"),
                 "ingest_s": round(ingest_s, 1),
+                "chunks": report.chunks,
                 "added": report.added,
                 "reingest_s": round(reingest_s, 2),
                 "reingest_unchanged": again.unchanged,

@@ -32,6 +32,7 @@ from zerank_integrations.evaluation import (
 from zerank_integrations.retrieval import (
     BeirCollection,
     ChromaStore,
+    ChunkingPolicy,
     Document,
     EvaluationSetupError,
     Hit,
@@ -106,6 +107,10 @@ def test_rerank_run_appends_retrieval_tail() -> None:
 TOP_K, TOP_N, MAX_QUERIES = 20, 5, 6
 
 
+#: one passage per abstract (the evaluation logic under test; chunking has its own tests in test_retrieval)
+WHOLE = ChunkingPolicy(size=2048, context=0)
+
+
 @pytest.fixture(scope="module")
 def scifact_subset(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> BeirCollection:
     """Real scifact data, cut to its first judged queries, their judged documents and 150 others.
@@ -136,7 +141,7 @@ def scifact_subset(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path)
 @pytest.fixture(scope="module")
 def scifact_store(tmp_path_factory: pytest.TempPathFactory, scifact_subset: BeirCollection) -> ChromaStore:
     store = ChromaStore.open("beir-scifact", path=tmp_path_factory.mktemp("chroma-eval"), create=True)
-    store.upsert(scifact_subset.corpus)
+    store.upsert(scifact_subset.corpus, chunking=WHOLE)
     return store
 
 
@@ -401,7 +406,7 @@ def test_prepare_collection_refuses_stray_documents(
     ):
         prepare_collection(store, scifact_subset)
     assert store.ids() == ["private-note"]  # nothing was written
-    report = prepare_collection(scifact_store, scifact_subset)  # the evaluated collection is reused as is
+    report = prepare_collection(scifact_store, scifact_subset, chunking=WHOLE)  # the evaluated collection is reused
     assert report.unchanged == len(scifact_subset.corpus) and report.added == 0
 
 

@@ -28,6 +28,7 @@ from zerank_integrations.retrieval import (
     chunk_documents,
     connect,
     default_chroma_path,
+    documents_in_order,
     load_beir,
     load_documents,
     read_corpus_jsonl,
@@ -43,7 +44,10 @@ PACKAGED_MED = Path(__file__).resolve().parents[1] / "zerank_integrations" / "da
 
 @pytest.fixture(scope="module")
 def small_docs(datasets_dir: Path) -> list[Document]:
-    return load_beir(datasets_dir / "scifact").corpus[:40]
+    """40 scifact abstracts that fit the embedder's window: one chunk each, stored under their own ids."""
+    corpus = load_beir(datasets_dir / "scifact").corpus[:200]
+    spans = SentenceTransformerEmbedder().token_spans([d.content for d in corpus])
+    return [d for d, s in zip(corpus, spans, strict=True) if len(s) <= 254][:40]
 
 
 @pytest.fixture(scope="module")
@@ -290,12 +294,21 @@ def test_med_reproduces_shared_baseline(med_chroma: Path, datasets_dir: Path) ->
     """../shared/datasets/README.md: med retrieval-only NDCG@10 0.788, Recall@100 0.958 (within ±0.01)."""
     collection = load_beir(datasets_dir / "med")
     store = ChromaStore.open(DEMO_COLLECTION, path=med_chroma)
-    assert store.count() == 1033
+    per_doc = chunk_documents(collection.corpus, ChunkingPolicy().fit(254), store.embedder.token_spans)
+    assert store.count() == sum(len(chunks) for chunks in per_doc) > 1033  # longer abstracts are split
+    assert len(store.document_ids()) == 1033
     qids = collection.judged_query_ids()
     hits = retrieve(store, {q: collection.queries[q] for q in qids}, depth=100)
     assert all(len(hits[q]) == 100 for q in qids)
-    assert all(h.id == h.doc_id and h.span == (0, len(h.content)) for q in qids for h in hits[q])  # one chunk each
-    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, {q: [h.doc_id for h in hits[q]] for q in qids})
+    content = {d.id: d.content for d in collection.corpus}
+    # a hit hands on its context (the whole abstract, unless it is over 512 tokens), each context once
+    assert all(h.content.strip() in content[h.doc_id] for q in qids for h in hits[q])
+    tokens = dict(zip(content, map(len, store.embedder.token_spans(list(content.values()))), strict=True))
+    for h in (h for q in qids for h in hits[q] if tokens[h.doc_id] <= 512):
+        assert h.content.strip() == content[h.doc_id].strip()
+    assert all(len({h.context_id or h.id for h in hits[q]}) == 100 for q in qids)
+    run = {q: [d for d, _ in documents_in_order((h.doc_id, h.score) for h in hits[q])] for q in qids}
+    metrics = mean_metrics({q: collection.qrels[q] for q in qids}, run)
     assert metrics["ndcg@10"] == pytest.approx(0.788, abs=0.01)
     assert metrics["recall@100"] == pytest.approx(0.958, abs=0.01)
 
@@ -323,7 +336,7 @@ def long_document(datasets_dir: Path) -> Document:
 def test_long_documents_are_split_into_overlapping_token_windows(long_document: Document) -> None:
     embedder = SentenceTransformerEmbedder()
     tokenizer = embedder.model.tokenizer
-    policy = ChunkingPolicy(size=256, overlap=32)
+    policy = ChunkingPolicy(size=256, overlap=32, context=0)  # the windows alone (no larger context)
     [chunks] = chunk_documents([long_document], policy, embedder.token_spans)
     content = long_document.content
     n_tokens = len(tokenizer(content, add_special_tokens=False, verbose=False)["input_ids"])
@@ -362,14 +375,20 @@ def test_long_documents_are_split_into_overlapping_token_windows(long_document: 
     assert chunk_documents([long_document], policy, embedder.token_spans) == [chunks]
 
 
-def test_default_size_keeps_every_shared_document_whole(datasets_dir: Path) -> None:
+def test_default_size_is_the_embedders_window(datasets_dir: Path) -> None:
+    """A shared BEIR document that fits 254 tokens stays whole under its id; a longer one is split, its chunks
+    sharing one context: the whole abstract when it fits 512 tokens."""
     embedder = SentenceTransformerEmbedder()
-    for name in ("scifact", "med", "cran"):
-        corpus = load_beir(datasets_dir / name).corpus
-        per_doc = chunk_documents(corpus, ChunkingPolicy(), embedder.token_spans)
-        assert all(len(chunks) == 1 for chunks in per_doc), name
-        assert [(c[0].id, c[0].text) for c in per_doc] == [(d.id, d.content) for d in corpus]
-    assert DEFAULT_CHUNK_SIZE == 2048
+    assert DEFAULT_CHUNK_SIZE is None and ChunkingPolicy().fit(embedder.max_tokens).size == 254
+    corpus = load_beir(datasets_dir / "med").corpus
+    spans = embedder.token_spans([d.content for d in corpus])
+    per_doc = chunk_documents(corpus, ChunkingPolicy().fit(254), embedder.token_spans)
+    for doc, chunks, tokens in zip(corpus, per_doc, spans, strict=True):
+        if len(tokens) <= 254:
+            assert [(c.id, c.text, c.context) for c in chunks] == [(doc.id, doc.content, {})]
+        elif len(tokens) <= 512:
+            assert len(chunks) > 1 and {c.metadata["context"] for c in chunks} == {f"{doc.id}@0"}
+            assert chunks[0].metadata["context_text"] == doc.content.strip()
 
 
 def test_chunking_policy_is_checked() -> None:

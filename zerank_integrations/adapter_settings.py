@@ -164,6 +164,12 @@ class RerankSettings(ScorerSettings):
         repr=False,
         description="A TokenLedger; every call records the candidates and the kept documents.",
     )
+    context_key: str | None = Field(
+        default=None,
+        description="Small to big: score and return the larger context a candidate holds in this metadata key "
+        "(LlamaIndex's SentenceWindowNodeParser: 'window') instead of the matched piece, once per distinct "
+        "context; the piece moves to metadata 'matched_text'. Candidates without the key are used as they are.",
+    )
 
     _repr_extra: ClassVar[tuple[str, ...]] = ()
 
@@ -191,6 +197,21 @@ class RerankSettings(ScorerSettings):
     @classmethod
     def _check_budget(cls, value: Any) -> int | None:
         return validate_max_prompt_tokens(value)
+
+    def small_to_big(self, texts: Sequence[str], metadatas: Sequence[Any]) -> list[tuple[int, str]]:
+        """(candidate index, text to score and hand on) per candidate kept: with ``context_key``, its context
+        (the first, best-retrieved candidate of each distinct context); without, every candidate as it is."""
+        if self.context_key is None:
+            return list(enumerate(texts))
+        out: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        for index, (text, metadata) in enumerate(zip(texts, metadatas, strict=True)):
+            context = (metadata or {}).get(self.context_key)
+            chosen = context if isinstance(context, str) and context.strip() else text
+            if chosen not in seen:
+                seen.add(chosen)
+                out.append((index, chosen))
+        return out
 
     @property
     def policy(self) -> SelectionPolicy:

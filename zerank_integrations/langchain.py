@@ -39,6 +39,7 @@ __all__ = ["SAVINGS_EVENT", "SentenceTransformerEmbeddings", "ZerankCrossEncoder
 
 RELEVANCE_SCORE_KEY = "relevance_score"
 RELEVANCE_SPAN_KEY = "relevance_span"
+MATCHED_TEXT_KEY = "matched_text"  # small to big: the retrieved piece whose larger context was scored
 SAVINGS_EVENT = "zerank_token_savings"
 
 
@@ -58,7 +59,7 @@ class ZerankRerank(RerankSettings, BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        docs, texts = list(documents), _texts(documents)
+        docs, texts = self._candidates(documents)
         result = self.rerank_texts(query, texts, prompt=self._prompt(docs, texts))
         _send_savings(_callback_manager(callbacks, asynchronous=False), result)
         return _rebuild(docs, result)
@@ -70,12 +71,30 @@ class ZerankRerank(RerankSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
         """Natively async: the model runs in the scorer's worker thread, never on the event loop."""
-        docs, texts = list(documents), _texts(documents)
+        docs, texts = self._candidates(documents)
         result = await self.arerank_texts(query, texts, prompt=self._prompt(docs, texts))
         sending = _send_savings(_callback_manager(callbacks, asynchronous=True), result)
         if sending is not None:
             await sending
         return _rebuild(docs, result)
+
+    def _candidates(self, documents: Sequence[Document]) -> tuple[list[Document], list[str]]:
+        """The documents to score and their texts; with ``context_key``, new documents holding each distinct
+        context (the matched text kept in metadata ``matched_text``)."""
+        docs, texts = list(documents), _texts(documents)
+        if self.context_key is None:
+            return docs, texts
+        picked = self.small_to_big(texts, [doc.metadata for doc in docs])
+        out = []
+        for index, text in picked:
+            doc = docs[index]
+            if text == texts[index]:
+                out.append(doc)
+            else:
+                metadata = {**copy.deepcopy(doc.metadata), MATCHED_TEXT_KEY: doc.page_content}
+                metadata.pop(self.context_key, None)
+                out.append(doc.model_copy(update={"page_content": text, "metadata": metadata}))
+        return out, [text for _, text in picked]
 
     def _prompt(self, docs: list[Document], texts: list[str]) -> list[Any]:
         """What the ledger counts: the documents themselves if it formats them, else their page_content."""

@@ -35,6 +35,7 @@ dispatcher = get_dispatcher(__name__)
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 RELEVANCE_SPAN_KEY = "relevance_span"
+MATCHED_TEXT_KEY = "matched_text"  # small to big: the retrieved piece whose larger context was scored
 
 
 class TokenSavingsEvent(BaseEvent):
@@ -106,17 +107,34 @@ class ZerankRerank(RerankSettings, BaseNodePostprocessor):
                 "postprocess_nodes(nodes, query_str=...); no query bundle was given"
             )
         candidates = list(nodes)
-        texts = []
         for index, item in enumerate(candidates):
             if not isinstance(item, NodeWithScore):
                 raise TypeError(f"node at index {index} is {type(item).__name__}, expected NodeWithScore")
-            texts.append(item.node.get_content(metadata_mode=self.metadata_mode))
+        if self.context_key is not None:
+            candidates = self._contexts(candidates)
+        texts = [item.node.get_content(metadata_mode=self.metadata_mode) for item in candidates]
         # Response synthesizers send MetadataMode.LLM content: that is what a ledger and a token budget count
         # (the nodes themselves when the ledger formats them).
         prompt: list[Any] = candidates
         if getattr(self.ledger, "formatter", None) is None:
             prompt = [item.node.get_content(metadata_mode=MetadataMode.LLM) for item in candidates]
         return query_bundle.query_str, candidates, texts, prompt
+
+    def _contexts(self, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+        """Small to big: a copy of each node carrying its ``context_key`` metadata (a sentence window) as its
+        text, once per distinct context; the matched text moves to hidden metadata ``matched_text``."""
+        texts = [item.node.get_content(metadata_mode=MetadataMode.NONE) for item in nodes]
+        out = []
+        for index, text in self.small_to_big(texts, [item.node.metadata for item in nodes]):
+            original = nodes[index]
+            if text == texts[index]:
+                out.append(original)
+                continue
+            node = original.node.model_copy(deep=True)
+            node.set_content(text)
+            _add_hidden_metadata(node, MATCHED_TEXT_KEY, texts[index])
+            out.append(NodeWithScore(node=node, score=original.score))
+        return out
 
     def _reranking_event(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None, query: str) -> Any:
         """Emit ReRankStartEvent and open the legacy RERANKING callback event, as LlamaIndex rerankers do."""

@@ -67,15 +67,22 @@ def add_chroma_arguments(
 
 
 def add_chunking_arguments(parser: argparse.ArgumentParser) -> None:
-    from zerank_integrations.retrieval.chunking import DEFAULT_CHUNK_SIZE
+    from zerank_integrations.retrieval.chunking import DEFAULT_CONTEXT_SIZE
 
     group = parser.add_argument_group("chunking")
     group.add_argument(
         "--chunk-size",
         type=positive_int,
-        default=DEFAULT_CHUNK_SIZE,
-        help=f"longest chunk, in embedding-model tokens; longer documents are split (default: {DEFAULT_CHUNK_SIZE}, "
-        "which keeps ordinary documents whole; all-MiniLM-L6-v2 reads 256 tokens of each chunk)",
+        default=None,
+        help="longest chunk, in embedding-model tokens; longer documents are split (default: what the embedding "
+        "model reads of a text, from the model: 254 for all-MiniLM-L6-v2)",
+    )
+    group.add_argument(
+        "--context-size",
+        type=non_negative_int,
+        default=DEFAULT_CONTEXT_SIZE,
+        help="small to big: a retrieved chunk hands the reranker and the prompt its enclosing sections, merged up "
+        f"to this many embedding-model tokens (default: {DEFAULT_CONTEXT_SIZE}; 0: the chunk itself)",
     )
     group.add_argument(
         "--chunk-overlap",

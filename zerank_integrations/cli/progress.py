@@ -1,8 +1,8 @@
 """Progress for long steps: a bar on a terminal, a short line every few seconds everywhere else.
 
 A bar drawn into a log file or a pipe is noise (or nothing at all until the step ends), so when stderr is not
-a terminal a background thread prints ``ingest zerank-docs: 512/1,033 documents (50%), 12 s`` every
-``interval`` seconds while the step runs, and a last line when it ends. Steps shorter than the interval
+a terminal a background thread prints ``ingest zerank-docs: 512/1,033 chunks (50%), 12 s, 43 chunks/s, ETA 12 s``
+every ``interval`` seconds while the step runs, and a last line when it ends. Steps shorter than the interval
 print nothing, so quick commands and one-line errors stay clean.
 """
 
@@ -60,6 +60,22 @@ class Progress:
             self._thread.start()
         return self
 
+    def advance_to(self, done: int, total: int) -> None:
+        """Absolute progress: ``done`` of ``total`` (the total may become known only once the work is planned)."""
+        with self._lock:
+            if self.total != total:
+                self.total = total
+                self._started = time.monotonic()  # the rate counts from when the counted work starts
+                if self._bar is not None:
+                    self._bar.reset(total=total)
+            step = done - self._done
+        if self._bar is None and self._thread is None and _is_terminal(self.stream) and total:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=self.stream, leave=False)
+        if step > 0:
+            self.update(step)
+
     def update(self, n: int = 1) -> None:
         with self._lock:
             self._done += n
@@ -105,6 +121,9 @@ class Progress:
         else:
             percent = 100.0 * done / self.total if self.total else 100.0
             line = f"{self.desc}: {done:,}/{self.total:,} {units} ({percent:.0f}%), {elapsed:.0f} s"
+            if done and elapsed > 0 and not final:
+                rate = done / elapsed
+                line += f", {rate:,.1f} {_plural(self.unit)}/s, ETA {max(0, self.total - done) / rate:,.0f} s"
         try:
             print(line, file=self.stream, flush=True)
         except (OSError, ValueError):  # stderr closed under us: progress is not worth a crash

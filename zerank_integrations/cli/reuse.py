@@ -49,8 +49,9 @@ def identical_collection(
     if not candidates:
         return None
     store = ChromaStore.open(candidates[0][0], client=client)  # its embedder's tokenizer counts the chunks
+    policy = chunking.fit(store.embedder.max_tokens)
     expected = [
-        c for per_doc in chunk_documents(collection.corpus, chunking, store.embedder.token_spans) for c in per_doc
+        c for per_doc in chunk_documents(collection.corpus, policy, store.embedder.token_spans) for c in per_doc
     ]
     wanted: dict[str, tuple[str, Any]] = {c.id: (c.text, c.metadata) for c in expected}
     for name, handle in candidates:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import textwrap
 from typing import Any
 
@@ -18,11 +19,22 @@ def register(subparsers: Any) -> None:
         "search",
         help="retrieved top-k vs. reranked top-n for one question, with tokens saved",
     )
-    parser.add_argument("question", help="the question to search for")
+    parser.add_argument(
+        "question",
+        nargs="?",
+        default=None,
+        help="the question to search for (leave out with --interactive)",
+    )
     add_chroma_arguments(parser, collection_default=DEFAULT_COLLECTION)
     add_rerank_arguments(parser)
     parser.add_argument("--no-rerank", action="store_true", help="retrieval only (no reranker is loaded)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="load the collection, embedder and reranker once, then answer one question per line of standard "
+        "input until end of input (a repeated search then skips the seconds of start-up)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -32,34 +44,61 @@ def _shorten(text: str, width: int) -> str:
 
 
 def _label(hit: Any) -> str:
-    """A passage's id, with its document's character span when it is one chunk of a longer document."""
+    """A passage's id, with its document's character span when it is one chunk of a longer document (with
+    small to big: the span of the context handed on)."""
     if hit.document_id and hit.document_id != hit.id and hit.span is not None:
         return f"{hit.id} [{hit.span[0]}:{hit.span[1]}]"
     return str(hit.id)
 
 
 def run(args: argparse.Namespace) -> int:
-    from zerank_integrations.base import validate_query
-    from zerank_integrations.rerank import RerankStep
-    from zerank_integrations.retrieval import documents_in_order
-
-    if args.no_rerank and not args.question.strip():  # no reranker is involved: do not blame one
-        raise support.CliError("query is empty or whitespace-only; a search needs a question to retrieve for")
-    try:
-        question = validate_query(args.question)
-    except (TypeError, ValueError) as exc:
-        raise support.CliError(str(exc)) from None
+    if args.interactive == (args.question is not None):
+        raise support.CliError("give a question, or --interactive to read questions from standard input")
+    if not args.interactive:
+        _question(args, args.question)  # a bad question fails before anything loads
     support.check_collection_name(args.collection)
     policy = support.selection_policy(args)
     store = support.open_store(args, args.collection, create=False)
     if store.count() == 0:
         raise support.CliError(f"collection {store.name!r} is empty; add documents with `{support.PROG} ingest PATH`")
-    result: Any = None
-    note = None
+    scorer = ledger = note = None
     if not args.no_rerank:
         ledger = support.make_ledger(args)
         scorer = support.load_scorer(args)
         note = support.random_weights_note(scorer)
+    if not args.interactive:
+        return _answer(args, _question(args, args.question), store, scorer, ledger, note, policy)
+    if sys.stdin.isatty():
+        print("one question per line; end with Ctrl-D", file=sys.stderr)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            _answer(args, _question(args, line.strip()), store, scorer, ledger, note, policy)
+        except support.CliError as exc:
+            print(f"{support.PROG} search: {exc}", file=sys.stderr)
+        sys.stdout.flush()
+    return 0
+
+
+def _question(args: argparse.Namespace, text: str) -> str:
+    from zerank_integrations.base import validate_query
+
+    if args.no_rerank and not text.strip():  # no reranker is involved: do not blame one
+        raise support.CliError("query is empty or whitespace-only; a search needs a question to retrieve for")
+    try:
+        return validate_query(text)
+    except (TypeError, ValueError) as exc:
+        raise support.CliError(str(exc)) from None
+
+
+def _answer(
+    args: argparse.Namespace, question: str, store: Any, scorer: Any, ledger: Any, note: Any, policy: Any
+) -> int:
+    from zerank_integrations.rerank import RerankStep
+    from zerank_integrations.retrieval import documents_in_order
+
+    result: Any = None
     hits = store.search(question, args.top_k)
     if not args.no_rerank:
         step = RerankStep(scorer, policy, ledger=ledger, instruction=args.instruction)
@@ -77,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
                     "span": h.span,
                     "similarity": h.score,
                     "text": h.content,
+                    "matched": h.matched or h.content,
+                    "matched_span": h.matched_span or h.span,
                 }
                 for h in hits
             ],

@@ -74,17 +74,23 @@ def chunking(args: argparse.Namespace) -> ChunkingPolicy:
     from zerank_integrations.retrieval import ChunkingPolicy
 
     try:
-        return ChunkingPolicy(size=args.chunk_size, overlap=args.chunk_overlap)
+        return ChunkingPolicy(size=args.chunk_size, overlap=args.chunk_overlap, context=args.context_size)
     except ValueError as exc:
         raise CliError(
             str(exc).replace("chunk size", "--chunk-size").replace("chunk overlap", "--chunk-overlap")
         ) from None
 
 
-def ingest(store: ChromaStore, documents: list[Any], args: argparse.Namespace) -> Any:
-    """Upsert with a progress bar (or progress lines off a terminal)."""
-    with Progress(len(documents), f"ingest {store.name}", "document") as bar:
-        return store.upsert(documents, batch_size=args.batch_size, progress=bar.update, chunking=chunking(args))
+def ingest(store: ChromaStore, documents: list[Any], args: argparse.Namespace, dedupe: Any = None) -> Any:
+    """Upsert with a progress bar counting chunks embedded, with rate and ETA (or progress lines off a terminal)."""
+    with Progress(None, f"ingest {store.name}", "chunk") as bar:
+        return store.upsert(
+            documents,
+            batch_size=args.batch_size,
+            chunking=chunking(args),
+            dedupe=dedupe,
+            chunk_progress=bar.advance_to,
+        )
 
 
 @contextlib.contextmanager

@@ -19,6 +19,10 @@ class Hit:
     ``score`` is the retriever's similarity (Chroma: 1 - cosine distance). A passage is a whole document or one
     chunk of it: ``document_id`` names the document (empty: the passage ``id`` is the document id) and
     ``span`` its [start, end) characters in that document's content (``None`` when unknown).
+
+    Small to big: when the matched chunk has a larger context, ``content`` is that context (what the reranker
+    and the prompt get) and ``span`` its span, while ``matched`` holds the chunk that matched, ``matched_span``
+    its span and ``context_id`` names the context (one hit per context). Otherwise ``matched`` is empty.
     """
 
     id: str
@@ -28,6 +32,9 @@ class Hit:
     title: str = ""
     document_id: str = ""
     span: tuple[int, int] | None = None
+    matched: str = ""
+    matched_span: tuple[int, int] | None = None
+    context_id: str = ""
 
     @property
     def doc_id(self) -> str:

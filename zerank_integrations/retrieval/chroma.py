@@ -14,17 +14,21 @@ import ipaddress
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from zerank_integrations.paths import user_data_dir
 from zerank_integrations.retrieval.base import Hit
-from zerank_integrations.retrieval.chunking import Chunk, ChunkingPolicy, chunk_documents
+from zerank_integrations.retrieval.chunking import Chunk, ChunkingPolicy, chunk_documents, hold_contexts
 from zerank_integrations.retrieval.corpus import Document
+from zerank_integrations.retrieval.dedup import DedupReport, dedupe_chunks, dedupe_documents
 from zerank_integrations.retrieval.embeddings import SentenceTransformerEmbedder, canonical_model_name
 from zerank_integrations.retrieval.errors import (
     ChromaConnectionError,
@@ -154,6 +158,10 @@ class IngestReport:
     documents: int = 0
     chunks: int = 0
     removed: int = 0
+    stored_documents: int = 0  # after deduplication
+    stored_chunks: int = 0
+    #: seconds per step: dedupe, chunk (tokenising), compare (with what is stored), embed, write (Chroma)
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class ChromaStore:
@@ -267,75 +275,64 @@ class ChromaStore:
         batch_size: int = 256,
         progress: Callable[[int], None] | None = None,
         chunking: ChunkingPolicy | None = None,
+        dedupe: DedupReport | None = None,
+        chunk_progress: Callable[[int, int], None] | None = None,
     ) -> IngestReport:
         """Insert or update documents by id, as chunks, embedding only new or changed chunks.
 
-        Each document is split by ``chunking`` (default: :class:`ChunkingPolicy`, whose 2,048-token chunks keep
-        ordinary documents whole). Re-running on the same documents compares chunk ids, texts and metadata
-        with what is stored and writes nothing, so re-ingesting is cheap and idempotent; chunks that a changed
-        document no longer has are deleted. Documents missing from ``documents`` are never touched.
-        ``progress(n)`` is called with the number of documents finished, as their last chunk is stored.
+        Each document is split by ``chunking`` (default: :class:`ChunkingPolicy`: chunks that fit the embedder's
+        window, each with its section-sized context). Re-running on the same documents compares chunk ids, texts
+        and metadata with what is stored and writes nothing, so re-ingesting is cheap and idempotent; chunks
+        that a changed document no longer has are deleted. Documents missing from ``documents`` are never
+        touched. With a ``dedupe`` report, documents and chunks that repeat others are not stored (and stored
+        chunks of them are deleted); the report says which and why (:mod:`~zerank_integrations.retrieval.dedup`).
+
+        Every chunk is tokenised once, then the new or changed ones are embedded longest first in the embedder's
+        batches and written to Chroma in large batches. ``progress(n)`` is called with the number of documents
+        finished; ``chunk_progress(done, total)`` with the chunks embedded so far of those to embed.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        policy = chunking if chunking is not None else ChunkingPolicy()
         seen: set[str] = set()
         for doc in documents:
             if doc.id in seen:
                 raise ValueError(f"duplicate document id {doc.id!r}")
             seen.add(doc.id)
-        max_batch = int(self.client.get_max_batch_size())
-        added = updated = unchanged = removed = chunk_count = 0
-        checked = False
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[step] = timings.get(step, 0.0) + now - clock
+            clock = now
+
         with self._write_lock:
-            for start in range(0, len(documents), batch_size):
-                batch = list(documents[start : start + batch_size])
-                chunks = [c for per_doc in chunk_documents(batch, policy, self.embedder.token_spans) for c in per_doc]
-                chunk_count += len(chunks)
-                removed += self._delete_stale_chunks(batch, chunks)
-                todo: list[Chunk] = []
-                for part in range(0, len(chunks), max_batch):
-                    window = chunks[part : part + max_batch]
-                    existing = self.collection.get(ids=[c.id for c in window], include=["documents", "metadatas"])
-                    stored = dict(
-                        zip(
-                            existing["ids"],
-                            zip(existing["documents"] or [], existing["metadatas"] or [], strict=False),
-                            strict=False,
-                        )
-                    )
-                    for chunk in window:
-                        if chunk.id not in stored:
-                            added += 1
-                            todo.append(chunk)
-                        elif stored[chunk.id] != (chunk.text, chunk.metadata):
-                            updated += 1
-                            todo.append(chunk)
-                        else:
-                            unchanged += 1
-                if todo and not checked:
-                    self._check_dimension()
-                    checked = True
-                # Embed in windows of the embedder's own batch, so that progress moves document by document
-                # (a 256-document batch takes a minute on a laptop CPU), not once per batch.
-                left = Counter(c.document.id for c in todo)
-                if progress is not None and len(batch) > len(left):
-                    progress(len(batch) - len(left))  # documents with nothing to embed are done already
-                step = max(1, min(max_batch, int(getattr(self.embedder, "batch_size", 32))))
-                for part in range(0, len(todo), step):
-                    window = todo[part : part + step]
-                    self.collection.upsert(
-                        ids=[c.id for c in window],
-                        documents=[c.text for c in window],
-                        metadatas=[c.metadata for c in window],
-                        embeddings=self.embedder.encode([c.text for c in window]),
-                    )
-                    finished = 0
-                    for chunk in window:
-                        left[chunk.document.id] -= 1
-                        finished += left[chunk.document.id] == 0
-                    if progress is not None and finished:
-                        progress(finished)
+            policy = (chunking if chunking is not None else ChunkingPolicy()).fit(self.embedder.max_tokens)
+            kept_docs = list(documents) if dedupe is None else dedupe_documents(documents, dedupe)
+            lap("dedupe")
+            chunks: list[Chunk] = []
+            for start in range(0, len(kept_docs), batch_size):
+                batch = kept_docs[start : start + batch_size]
+                per_document = chunk_documents(batch, policy, self.embedder.token_spans)
+                chunks.extend(c for per_doc in per_document for c in per_doc)
+            chunk_count = len(chunks)
+            lap("chunk")
+            if dedupe is not None:
+                chunks = hold_contexts(dedupe_chunks(chunks, dedupe))
+            lap("dedupe")
+            max_batch = int(self.client.get_max_batch_size())
+            removed = self._delete_stale_chunks(documents, chunks, max_batch)
+            todo, added, updated, unchanged = self._changed(chunks, max_batch)
+            lap("compare")
+            if todo:
+                self._check_dimension()
+            left = Counter(c.document.id for c in todo)
+            if progress is not None and len(documents) > len(left):
+                progress(len(documents) - len(left))  # documents with nothing to embed are done already
+            if chunk_progress is not None:
+                chunk_progress(0, len(todo))
+            self._embed_and_write(todo, max_batch, left, progress, chunk_progress, timings)
         return IngestReport(
             added=added,
             updated=updated,
@@ -344,16 +341,87 @@ class ChromaStore:
             documents=len(documents),
             chunks=chunk_count,
             removed=removed,
+            stored_documents=len({c.document.id for c in chunks}),
+            stored_chunks=len(chunks),
+            timings=timings,
         )
 
-    def _delete_stale_chunks(self, batch: list[Document], chunks: list[Chunk]) -> int:
-        """Delete stored chunks of these documents that their current text no longer produces."""
-        doc_ids = [doc.id for doc in batch]
+    def _changed(self, chunks: list[Chunk], max_batch: int) -> tuple[list[Chunk], int, int, int]:
+        """The chunks to (re)write, and how many are added, updated and unchanged."""
+        todo: list[Chunk] = []
+        added = updated = unchanged = 0
+        for part in range(0, len(chunks), max_batch):
+            window = chunks[part : part + max_batch]
+            existing = self.collection.get(ids=[c.id for c in window], include=["documents", "metadatas"])
+            stored = dict(
+                zip(
+                    existing["ids"],
+                    zip(existing["documents"] or [], existing["metadatas"] or [], strict=False),
+                    strict=False,
+                )
+            )
+            for chunk in window:
+                if chunk.id not in stored:
+                    added += 1
+                    todo.append(chunk)
+                elif stored[chunk.id] != (chunk.text, chunk.metadata):
+                    updated += 1
+                    todo.append(chunk)
+                else:
+                    unchanged += 1
+        return todo, added, updated, unchanged
+
+    def _embed_and_write(
+        self,
+        todo: list[Chunk],
+        max_batch: int,
+        left: Counter[str],
+        progress: Callable[[int], None] | None,
+        chunk_progress: Callable[[int, int], None] | None,
+        timings: dict[str, float],
+    ) -> None:
+        """Embed ``todo`` longest first (batches of similar length pad little), in steps of the embedder's batch so
+        progress moves every few seconds, and write Chroma in batches of up to ``max_batch`` (few, large writes)."""
+        step = max(1, int(getattr(self.embedder, "batch_size", 32)))
+        order = sorted(todo, key=lambda c: -len(c.text))
+        write = max(step, min(max_batch, 4096))
+        done = 0
+        for part in range(0, len(order), write):
+            window = order[part : part + write]
+            vectors = []
+            t0 = time.perf_counter()
+            for sub in range(0, len(window), step):
+                piece = window[sub : sub + step]
+                vectors.append(self.embedder.encode([c.text for c in piece]))
+                done += len(piece)
+                if chunk_progress is not None:
+                    chunk_progress(done, len(order))
+                finished = 0
+                for chunk in piece:  # a document counts as done once its last chunk is embedded
+                    left[chunk.document.id] -= 1
+                    finished += left[chunk.document.id] == 0
+                if progress is not None and finished:
+                    progress(finished)
+            t1 = time.perf_counter()
+            self.collection.upsert(
+                ids=[c.id for c in window],
+                documents=[c.text for c in window],
+                metadatas=[c.metadata for c in window],
+                embeddings=np.concatenate(vectors) if vectors else [],
+            )
+            timings["embed"] = timings.get("embed", 0.0) + t1 - t0
+            timings["write"] = timings.get("write", 0.0) + time.perf_counter() - t1
+
+    def _delete_stale_chunks(self, documents: Sequence[Document], chunks: list[Chunk], max_batch: int) -> int:
+        """Delete stored chunks of these documents that their current text (or deduplication) no longer keeps."""
         keep = {c.id for c in chunks}
-        stored = self.collection.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
-        stale = [chunk_id for chunk_id in stored if chunk_id not in keep]
-        if stale:
-            self.collection.delete(ids=stale)
+        stale: list[str] = []
+        for part in range(0, len(documents), 512):
+            doc_ids = [doc.id for doc in documents[part : part + 512]]
+            stored = self.collection.get(where={"doc_id": {"$in": doc_ids}}, include=[])["ids"]
+            stale.extend(chunk_id for chunk_id in stored if chunk_id not in keep)
+        for part in range(0, len(stale), max_batch):
+            self.collection.delete(ids=stale[part : part + max_batch])
         return len(stale)
 
     def search(self, query: str, k: int = 50) -> list[Hit]:
@@ -363,33 +431,63 @@ class ChromaStore:
     def search_many(
         self, queries: Sequence[str], k: int = 50, *, progress: Callable[[int], None] | None = None
     ) -> list[list[Hit]]:
-        """Top-``k`` for many queries: one embedding pass, then Chroma queries in batches."""
+        """Top-``k`` for many queries: one embedding pass, then Chroma queries in batches.
+
+        Small to big: chunks that share a context count once (at the rank of the best), and each hit carries
+        that context as its ``content`` (the chunk that matched in ``matched``); Chroma is asked for more
+        nearest chunks until ``k`` distinct passages are found or the collection is exhausted.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
             return []
         self._check_dimension()
         vectors = self.embedder.encode(list(queries))
+        total = self.count()
         results: list[list[Hit]] = []
         for start in range(0, len(queries), _QUERY_CHUNK):
-            chunk = vectors[start : start + _QUERY_CHUNK]
-            reply = self.collection.query(
-                query_embeddings=chunk, n_results=k, include=["documents", "metadatas", "distances"]
-            )
-            for ids, docs, metas, dists in zip(
-                reply["ids"], reply["documents"], reply["metadatas"], reply["distances"], strict=True
-            ):
-                results.append(
-                    [
-                        _hit(doc_id, doc, meta or {}, dist, rank)
-                        for rank, (doc_id, doc, meta, dist) in enumerate(
-                            zip(ids, docs, metas, dists, strict=True), start=1
-                        )
-                    ]
+            block = vectors[start : start + _QUERY_CHUNK]
+            rows: list[list[tuple[str, str, dict[str, Any], float]]] = [[] for _ in block]
+            pending = list(range(len(block)))
+            n = min(k, total)
+            while pending and n > 0:
+                reply = self.collection.query(
+                    query_embeddings=block[pending], n_results=n, include=["documents", "metadatas", "distances"]
                 )
+                again = []
+                for slot, ids, docs, metas, dists in zip(
+                    pending, reply["ids"], reply["documents"], reply["metadatas"], reply["distances"], strict=True
+                ):
+                    rows[slot] = list(zip(ids, [d or "" for d in docs], [m or {} for m in metas], dists, strict=True))
+                    if len({_context_key(i, m) for i, _, m, _ in rows[slot]}) < k and len(ids) < total:
+                        again.append(slot)
+                pending, n = again, min(n * 4, total)
+            results.extend(self._collapse(row, k) for row in rows)
             if progress is not None:
-                progress(len(chunk))
+                progress(len(block))
         return results
+
+    def _collapse(self, row: list[tuple[str, str, dict[str, Any], float]], k: int) -> list[Hit]:
+        """The best chunk of each context, in rank order, with the context's text fetched where it is held."""
+        best: dict[str, tuple[str, str, dict[str, Any], float]] = {}
+        for item in row:
+            best.setdefault(_context_key(item[0], item[2]), item)
+        chosen = list(best.values())[:k]
+        texts = {str(m["context"]): str(m["context_text"]) for _, _, m, _ in chosen if "context_text" in m}
+        missing = {str(m["context"]) for _, _, m, _ in chosen if "context" in m} - set(texts)
+        if missing:
+            reply = self.collection.get(
+                where={"context": {"$in": sorted(missing)}},
+                include=["metadatas"],
+            )
+            for meta in reply["metadatas"] or []:
+                if meta and "context_text" in meta:
+                    texts[str(meta["context"])] = str(meta["context_text"])
+        return [_hit(i, text, meta, dist, rank, texts) for rank, (i, text, meta, dist) in enumerate(chosen, start=1)]
+
+
+def _context_key(chunk_id: str, meta: dict[str, Any]) -> str:
+    return str(meta.get("context") or chunk_id)
 
 
 def _doc_id(chunk_id: str, meta: Any) -> str:
@@ -397,13 +495,27 @@ def _doc_id(chunk_id: str, meta: Any) -> str:
     return str(doc_id) if doc_id else chunk_id
 
 
-def _hit(chunk_id: str, text: str | None, meta: dict[str, Any], distance: float, rank: int) -> Hit:
+def _hit(chunk_id: str, text: str, meta: dict[str, Any], distance: float, rank: int, contexts: dict[str, str]) -> Hit:
     span = None
     if isinstance(meta.get("start"), int) and isinstance(meta.get("end"), int):
         span = (int(meta["start"]), int(meta["end"]))
+    context = str(meta.get("context") or "")
+    if context and context in contexts:
+        return Hit(
+            id=chunk_id,
+            content=contexts[context],
+            score=1.0 - float(distance),
+            rank=rank,
+            title=str(meta.get("title") or ""),
+            document_id=_doc_id(chunk_id, meta),
+            span=(int(meta["context_start"]), int(meta["context_end"])),
+            matched=text,
+            matched_span=span,
+            context_id=context,
+        )
     return Hit(
         id=chunk_id,
-        content=text or "",
+        content=text,
         score=1.0 - float(distance),
         rank=rank,
         title=str(meta.get("title") or ""),

@@ -9,17 +9,18 @@ traceback from ``json.loads`` deep inside an ingest of 100k lines tells a user n
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import gzip
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from zerank_integrations.retrieval.errors import CorpusError
-from zerank_integrations.retrieval.readers import SUPPORTED_SUFFIXES, ReaderUnavailable, read_file
+from zerank_integrations.retrieval.readers import SUPPORTED_SUFFIXES, ReaderUnavailable, RedirectPage, read_file
 
 TEXT_SUFFIXES = SUPPORTED_SUFFIXES  # every file type a folder ingest reads
 
@@ -178,11 +179,14 @@ class SkippedFiles:
     """Files a folder ingest did not read, by reason (each reason: extension -> count), to tell the user."""
 
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    named: dict[str, list[str]] = field(default_factory=dict)  # reason -> the files, where they are worth naming
 
-    def add(self, reason: str, file: Path) -> None:
+    def add(self, reason: str, file: Path, name: str | None = None) -> None:
         suffix = file.suffix.lower() or "(no extension)"
         counts = self.reasons.setdefault(reason, {})
         counts[suffix] = counts.get(suffix, 0) + 1
+        if name is not None:
+            self.named.setdefault(reason, []).append(name)
 
     @property
     def count(self) -> int:
@@ -195,18 +199,29 @@ class SkippedFiles:
         groups = []
         for reason, counts in self.reasons.items():
             listed = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            names = self.named.get(reason, [])
+            if names:
+                more = f", … ({len(names) - 5:,} more)" if len(names) > 5 else ""
+                reason = f"{reason}: {', '.join(names[:5])}{more}"
             groups.append(f"{listed} ({reason})")
         return f"skipped {self.count:,} file{'s' if self.count != 1 else ''}: " + "; ".join(groups)
 
 
 _UNSUPPORTED = f"not a supported type: {', '.join(SUPPORTED_SUFFIXES)}"
 _NO_TEXT = "no text (a scanned PDF needs OCR first)"
+_REDIRECT = "redirect stubs (meta refresh), not documents"
+_EXCLUDED = "excluded by --exclude/--include"
 
 
 def _file_document(file: Path, doc_id: str, skipped: SkippedFiles | None) -> Document | None:
     """One file as a document; ``None`` (and noted in ``skipped``) when it has no text or no reader here."""
     try:
         title, text = read_file(file)
+    except RedirectPage as exc:
+        if skipped is None:
+            raise
+        skipped.add(_REDIRECT, file, f"{doc_id} -> {exc.target}")
+        return None
     except ReaderUnavailable as exc:
         if skipped is None:
             raise
@@ -219,9 +234,33 @@ def _file_document(file: Path, doc_id: str, skipped: SkippedFiles | None) -> Doc
     return Document(id=doc_id, text=text.strip(), title=title, source=doc_id)
 
 
-def read_text_folder(path: str | os.PathLike[str], skipped: SkippedFiles | None = None) -> list[Document]:
+def selected(relative: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:
+    """Whether a file (POSIX path relative to the ingested folder) passes ``--include``/``--exclude`` globs.
+
+    A pattern without ``/`` matches the file name (``print.html``, ``*.pdf``); one with ``/`` matches the whole
+    relative path, ``*`` crossing folders (``book/first-edition/*``). Excludes win; with includes, a file must
+    match one of them.
+    """
+    name = relative.rsplit("/", 1)[-1]
+
+    def hit(pattern: str) -> bool:
+        return fnmatch.fnmatchcase(relative if "/" in pattern else name, pattern.strip("/"))
+
+    if any(hit(p) for p in exclude):
+        return False
+    return not include or any(hit(p) for p in include)
+
+
+def read_text_folder(
+    path: str | os.PathLike[str],
+    skipped: SkippedFiles | None = None,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[Document]:
     """Every .txt/.md/.html/.pdf file under ``path`` (recursively, hidden entries skipped, sorted), one document
-    each; other files, empty ones and PDFs with no reader installed are noted in ``skipped``.
+    each; other files, empty ones, redirect stubs, files left out by ``include``/``exclude`` (see
+    :func:`selected`) and PDFs with no reader installed are noted in ``skipped``.
 
     The id is the POSIX path relative to the folder, so re-ingesting the same folder upserts the same ids.
     Whitespace-only files are skipped: an empty document only adds noise to retrieval.
@@ -240,10 +279,14 @@ def read_text_folder(path: str | os.PathLike[str], skipped: SkippedFiles | None 
             if name.startswith("."):
                 continue
             file = Path(dirpath) / name
+            relative = file.relative_to(root).as_posix()
+            if not selected(relative, include, exclude):
+                skipped.add(_EXCLUDED, file)
+                continue
             if not name.lower().endswith(SUPPORTED_SUFFIXES):
                 skipped.add(_UNSUPPORTED, file)
                 continue
-            doc = _file_document(file, file.relative_to(root).as_posix(), skipped)
+            doc = _file_document(file, relative, skipped)
             if doc is not None:
                 docs.append(doc)
     if not docs:
@@ -254,8 +297,19 @@ def read_text_folder(path: str | os.PathLike[str], skipped: SkippedFiles | None 
     return docs
 
 
-def read_documents(path: str | os.PathLike[str]) -> tuple[list[Document], SkippedFiles]:
-    """:func:`load_documents`, plus what a folder ingest skipped (for the user to see)."""
+def is_beir_source(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a corpus.jsonl (or a folder with one): documents whose ids are judged, kept as given."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path.name.endswith((".jsonl", ".jsonl.gz"))
+    return path.is_dir() and _find(path, "corpus.jsonl") is not None
+
+
+def read_documents(
+    path: str | os.PathLike[str], *, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> tuple[list[Document], SkippedFiles]:
+    """:func:`load_documents`, plus what a folder ingest skipped (for the user to see); ``include``/``exclude``
+    globs choose files of a folder (:func:`selected`)."""
     path = Path(path).expanduser()
     skipped = SkippedFiles()
     if path.is_file():
@@ -269,7 +323,7 @@ def read_documents(path: str | os.PathLike[str]) -> tuple[list[Document], Skippe
     corpus = _find(path, "corpus.jsonl")
     if corpus is not None:
         return read_corpus_jsonl(corpus), skipped
-    return read_text_folder(path, skipped), skipped
+    return read_text_folder(path, skipped, include=include, exclude=exclude), skipped
 
 
 def load_documents(path: str | os.PathLike[str]) -> list[Document]:

@@ -200,6 +200,24 @@ class SentenceTransformerEmbedder:
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(getter())
 
+    @property
+    def max_tokens(self) -> int:
+        """Tokens of text the model reads of one input: its ``max_seq_length`` less the special tokens it adds
+        (all-MiniLM-L6-v2: 256 - 2). Read without loading the weights when the model is not loaded yet."""
+        tokenizer = _load_tokenizer(self.model_name)
+        with _MODELS_LOCK:
+            loaded = next((m for (name, _), m in _MODELS.items() if name == self.model_name), None)
+        limit = getattr(loaded, "max_seq_length", None) if loaded is not None else None
+        if limit is None:
+            config = Path(_model_location(self.model_name)) / "sentence_bert_config.json"
+            if config.is_file():
+                import json
+
+                limit = json.loads(config.read_text(encoding="utf-8")).get("max_seq_length")
+        if not limit:
+            limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 8192)
+        return max(1, int(limit) - int(tokenizer.num_special_tokens_to_add(pair=False)))
+
     def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """Per text, the [start, end) characters of each model token (no special tokens): what chunking counts."""
         encoded = _load_tokenizer(self.model_name)(
