@@ -9,7 +9,11 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from zerank_integrations.import_noise import install_import_noise_filter
+
 __version__ = "0.1.0"
+
+install_import_noise_filter()  # torchao's CPU-wheel kernel notices, when transformers imports it
 
 if TYPE_CHECKING:
     from zerank_integrations.accounting import TokenLedger, TokenSavings

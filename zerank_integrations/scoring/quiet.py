@@ -20,15 +20,9 @@ __all__ = ["SHOW_PROGRESS_ENV", "quiet_loading", "show_loading_progress"]
 SHOW_PROGRESS_ENV = "ZERANK_SHOW_PROGRESS"
 _TRUE = {"1", "true", "yes", "on"}
 
-#: Loggers that speak while transformers imports its optional quantizers: with torchao installed (the [int8]
-#: extra), every model load imports it, and it reports the GPU kernels a CPU wheel lacks plus torch's pytree
-#: deprecation notes. Not news to anyone loading a model, so they are held to errors during loads.
-_IMPORT_NOISE_LOGGERS = ("torchao", "torch.utils._pytree")
-
 _lock = threading.Lock()
 _depth = 0  # loads in progress inside quiet_loading (several threads may load at once)
-_was_enabled = False  # transformers' switch before the first of them started (None: bars left alone)
-_saved_levels: dict[str, int] = {}
+_was_enabled = False  # transformers' switch before the first of them started
 
 
 def show_loading_progress() -> bool:
@@ -40,8 +34,7 @@ def show_loading_progress() -> bool:
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Hide transformers' progress bars inside the block (unless :func:`show_loading_progress`), and the
-    optional quantizers' import chatter always.
+    """Hide transformers' progress bars inside the block (unless :func:`show_loading_progress`).
 
     Re-entrant and thread-safe: overlapping blocks share one switch, restored when the last one ends, so a
     load in one thread never turns the bars back on under another's.
@@ -50,24 +43,20 @@ def quiet_loading() -> Iterator[None]:
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:  # pragma: no cover - every loader here depends on transformers
-        hf_logging = None
+        yield
+        return
+    if show_loading_progress():
+        yield
+        return
     with _lock:
         if _depth == 0:
-            for name in _IMPORT_NOISE_LOGGERS:
-                _saved_levels[name] = logging.getLogger(name).level
-                logging.getLogger(name).setLevel(logging.ERROR)
-            _was_enabled = hf_logging is not None and not show_loading_progress()
-            if _was_enabled:
-                _was_enabled = hf_logging.is_progress_bar_enabled()
-                hf_logging.disable_progress_bar()
+            _was_enabled = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
         _depth += 1
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
-                for name, level in _saved_levels.items():
-                    logging.getLogger(name).setLevel(level)
-                if _was_enabled and hf_logging is not None:
-                    hf_logging.enable_progress_bar()
+            if _depth == 0 and _was_enabled:
+                hf_logging.enable_progress_bar()
