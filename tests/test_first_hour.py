@@ -235,8 +235,8 @@ def test_readers_extract_html_and_pdf_text(tmp_path: Path) -> None:
     (tmp_path / "eye.html").write_text(HTML_PAGE, encoding="utf-8")
     title, text = read_file(tmp_path / "eye.html")
     assert title == "Eye anatomy"
-    # no <main>: trafilatura picks the content (on a page this small it keeps the lone nav link)
-    assert text == "Home\nThe lens\nThe crystalline lens focuses light on the retina.\nCornea\nIris"
+    # no <main>: the body is walked without its <nav>; headings and list items keep their structure
+    assert text == "# The lens\n\nThe crystalline lens focuses light on the retina.\n\n- Cornea\n- Iris"
     assert "not text" not in text and "color" not in text
     pdf = write_pdf(tmp_path / "scurvy.pdf", ["Scurvy is caused by a lack of vitamin C.", "Second page here."])
     assert read_file(pdf) == ("", "Scurvy is caused by a lack of vitamin C.\n\nSecond page here.")
@@ -274,7 +274,7 @@ def test_ingest_reads_pdf_and_html_and_says_what_it_skipped(
     by_id = dict(zip(stored["ids"], stored["documents"], strict=True))
     assert sorted(by_id) == ["notes.txt", "scurvy.pdf", "web/eye.html"]
     assert by_id["scurvy.pdf"] == "Scurvy is caused by a lack of vitamin C."
-    assert by_id["web/eye.html"].startswith("Eye anatomy\nHome\nThe lens")
+    assert by_id["web/eye.html"].startswith("Eye anatomy\n# The lens\n")
     # a single file is accepted as well as a folder; its id is its name
     code, out, err = run(capsys, "ingest", mixed_folder / "scurvy.pdf", "--chroma-path", chroma, "--collection", "one")
     assert code == 0, err
