@@ -8,6 +8,7 @@ shapes); no timing is asserted here.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -176,3 +177,34 @@ def test_int8_embedder_stays_close_to_float32(passages: list[str], int8_cache: P
     assert ranking[0] == 0
     with pytest.raises(ValueError, match="quantization must be None or 'int8'"):
         SentenceTransformerEmbedder(quantization="int4")
+
+
+def test_ingest_and_search_embed_in_int8_when_asked(
+    passages: list[str], int8_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zerank_integrations.cli import main
+    from zerank_integrations.retrieval import ChromaStore
+    from zerank_integrations.retrieval.embeddings import SentenceTransformerEmbedder
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for number, text in enumerate(passages[:8]):
+        (folder / f"p{number}.txt").write_text(text, encoding="utf-8")
+    chroma = tmp_path / "chroma"
+    common = ["--chroma-path", str(chroma), "--collection", "int8-docs"]
+    assert main(["ingest", str(folder), *common, "--embedding-quantization", "int8"]) == 0
+    stored = ChromaStore.open("int8-docs", path=chroma).collection.get(include=["embeddings", "documents"])
+    texts, vectors = stored["documents"], np.asarray(stored["embeddings"])
+    exact = SentenceTransformerEmbedder().encode(texts)
+    int8 = SentenceTransformerEmbedder(quantization="int8").encode(texts)
+    np.testing.assert_allclose(vectors, int8, atol=1e-6)  # the int8 engine made the stored vectors
+    assert not np.allclose(vectors, exact, atol=1e-4) and (vectors * exact).sum(1).min() >= 0.98
+    capsys.readouterr()
+    question = passages[3].split("\n")[0]  # a title: its own abstract answers it
+    ranked = {}
+    for extra in ([], ["--embedding-quantization", "int8"]):
+        assert main(["search", question, *common, "--no-rerank", "--json", *extra]) == 0
+        ranked[bool(extra)] = [hit["id"].split("#")[0] for hit in json.loads(capsys.readouterr().out)["retrieved"]]
+    assert ranked[True][0] == ranked[False][0] == "p3.txt"
+    assert main(["ingest", str(folder), *common, "--embedding-quantization", "int4"]) == 2
+    assert "--embedding-quantization: invalid choice: 'int4'" in capsys.readouterr().err

@@ -64,6 +64,13 @@ def add_chroma_arguments(
         help="sentence-transformers model name or local path (default: the collection's recorded model; "
         "all-MiniLM-L6-v2, bundled offline, for new collections)",
     )
+    group.add_argument(
+        "--embedding-quantization",
+        choices=("int8",),
+        default=None,
+        help="int8: embed on the CPU int8 path (ONNX Runtime; about 3x faster on CPU, vectors within cosine 0.97 "
+        "of float32; needs the [int8] extra). Default: float32, exact",
+    )
 
 
 def add_chunking_arguments(parser: argparse.ArgumentParser) -> None:

@@ -56,6 +56,7 @@ def open_store(args: argparse.Namespace, name: str, *, create: bool) -> ChromaSt
         url=args.chroma_url,
         embedding_model=args.embedding_model,
         create=create,
+        embedding_quantization=getattr(args, "embedding_quantization", None),
     )
 
 

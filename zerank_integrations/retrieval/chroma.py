@@ -197,12 +197,15 @@ class ChromaStore:
         embedding_model: str | os.PathLike[str] | None = None,
         create: bool = False,
         device: str | None = None,
+        embedding_quantization: str | None = None,
     ) -> ChromaStore:
         """Open (or with ``create=True`` create) a collection and check its embedding model.
 
         The name is checked first (:class:`CollectionNameError` says what Chroma would refuse).
         ``embedding_model=None`` means "the model recorded in the collection" (all-MiniLM-L6-v2 for a new
         one); naming a different model than the recorded one raises :class:`EmbedderMismatchError`.
+        ``embedding_quantization="int8"`` embeds on the int8 CPU path (vectors within cosine 0.97 of float32;
+        the collection's model stays the same, so float32 and int8 vectors can share it).
         """
         from zerank_integrations.retrieval.chroma_embedding import ChromaEmbeddingFunction
 
@@ -214,7 +217,7 @@ class ChromaStore:
         if collection is None:
             if not create:
                 raise CollectionNotFoundError(_not_found_message(client, name))
-            embedder = ChromaEmbeddingFunction(requested, device=device)
+            embedder = ChromaEmbeddingFunction(requested, device=device, quantization=embedding_quantization)
             try:
                 client.get_or_create_collection(
                     name,
@@ -240,7 +243,11 @@ class ChromaStore:
                 f"collection {name!r} was built with embedding model {recorded!r}, not {requested!r}; "
                 f"use --embedding-model {recorded} (or leave it out), or ingest into a new --collection"
             )
-        return cls(client, collection, ChromaEmbeddingFunction(requested or recorded, device=device))
+        return cls(
+            client,
+            collection,
+            ChromaEmbeddingFunction(requested or recorded, device=device, quantization=embedding_quantization),
+        )
 
     def count(self) -> int:
         """Stored passages (chunks); equal to the number of documents when none was split."""
@@ -392,7 +399,7 @@ class ChromaStore:
             t0 = time.perf_counter()
             for sub in range(0, len(window), step):
                 piece = window[sub : sub + step]
-                vectors.append(self.embedder.encode([c.text for c in piece]))
+                vectors.append(self.embedder.encode([c.embedded_text for c in piece]))
                 done += len(piece)
                 if chunk_progress is not None:
                     chunk_progress(done, len(order))

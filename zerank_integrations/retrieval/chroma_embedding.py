@@ -40,4 +40,5 @@ class ChromaEmbeddingFunction(SentenceTransformerEmbedder, EmbeddingFunction[Doc
             config.get("model_name"),
             device=config.get("device"),
             batch_size=int(config.get("batch_size") or 32),
+            quantization=config.get("quantization"),
         )
