@@ -87,6 +87,12 @@ def test_int8_prefix_reuse_matches_full_prompts(
     # the same int8 model either way; the kernels pick their path by matrix shape, so within int8 noise
     np.testing.assert_allclose(with_prefix, full.score(query, passages[:8], raw=True), atol=0.03)
     assert reused.stats.real_tokens < full.stats.real_tokens  # the shared prefix was computed once
+    body = reused.loaded_model.forward.body
+    kinds = {name: type(module.weight).__name__ for name, module in body.named_modules() if hasattr(module, "weight")}
+    down = [name for name in kinds if name.endswith("mlp.down_proj")]
+    up = [name for name in kinds if name.endswith("mlp.up_proj")]
+    assert down and {kinds[name] for name in down} == {"Parameter"}  # KEEP_FLOAT32: the MLP output stays float32
+    assert up and {kinds[name] for name in up} == {"Int8Tensor"}
 
 
 def test_unusable_cache_falls_back_to_exact_float32_with_one_warning(
