@@ -8,10 +8,9 @@ overlapping **chunks** of at most ``size`` tokens, each ending at the best natur
 sentence, word) in its last eighth, the last one a whole window ending at the context's end (no short scraps).
 The chunk is what is embedded and matched (a later chunk of a titled document is embedded after its title, as
 LlamaIndex embeds a node's metadata); its context is what the reranker and the prompt get (LangChain's
-parent-document and LlamaIndex's sentence-window idea). Chunk ids are
-the document id plus the chunk's position (``doc#0``, ``doc#1``, ...), so re-ingesting the same text gives the
-same ids; each chunk carries its document id and [start, end) span, and its context's id and span, the
-context's text stored once, with its first chunk.
+parent-document and LlamaIndex's sentence-window idea). Chunk ids are the document id plus the chunk's position
+(``doc#0``, ``doc#1``, ...), so re-ingesting the same text gives the same ids; each chunk carries its document
+id and [start, end) span, and its context's id and span, the context's text stored once, with its first chunk.
 
 Tokens are counted with the embedding model's own tokenizer (it is what each chunk has to fit).
 """
