@@ -290,8 +290,7 @@ def int8_torchao(body: torch.nn.Module, checkpoint: Path, root: Path) -> None:
     """Replace every linear weight of ``body`` by torchao's int8 tensor, in place; the int8 weights and their
     scales are read from the cache when an earlier start wrote them."""
     try:
-        with _quiet_torchao():
-            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError as error:
         raise QuantizationUnavailable(f"torchao is not installed: {_INSTALL}") from error
     linears = {
@@ -307,8 +306,7 @@ def int8_torchao(body: torch.nn.Module, checkpoint: Path, root: Path) -> None:
         _load_torchao(linears, path)
         return
     logger.info("quantizing %s to int8 with torchao (once; cached in %s)", checkpoint, entry.folder)
-    with _quiet_torchao():
-        quantize_(body, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda module, name: name in linears)
+    quantize_(body, Int8DynamicActivationInt8WeightConfig(), filter_fn=lambda module, name: name in linears)
     tensors: dict[str, torch.Tensor] = {}
     for name, module in linears.items():
         tensors[f"{name}.qdata"] = module.weight.qdata.contiguous()
@@ -327,11 +325,10 @@ def int8_torchao(body: torch.nn.Module, checkpoint: Path, root: Path) -> None:
 
 def _load_torchao(linears: dict[str, torch.nn.Linear], path: Path) -> None:
     from safetensors.torch import load_file
+    from torchao.quantization import Int8Tensor
+    from torchao.quantization.granularity import PerRow
+    from torchao.quantization.quantize_.workflows.int8.int8_tensor import QuantizeTensorToInt8Kwargs
 
-    with _quiet_torchao():
-        from torchao.quantization import Int8Tensor
-        from torchao.quantization.granularity import PerRow
-        from torchao.quantization.quantize_.workflows.int8.int8_tensor import QuantizeTensorToInt8Kwargs
     stored = load_file(str(path))
     act = QuantizeTensorToInt8Kwargs(granularity=PerRow())
     for name, module in linears.items():
@@ -340,21 +337,6 @@ def _load_torchao(linears: dict[str, torch.nn.Linear], path: Path) -> None:
             raise QuantizationUnavailable(f"cached int8 weights of {name} do not fit the model: {path}")
         weight = Int8Tensor(qdata, scale, [1, qdata.shape[1]], module.weight.dtype, act_quant_kwargs=act)
         module.weight = torch.nn.Parameter(weight, requires_grad=False)
-
-
-class _quiet_torchao:
-    """torchao reports, on import, the GPU kernels a CPU wheel lacks; that is not news to a CPU user."""
-
-    def __enter__(self) -> None:
-        self._level = logging.getLogger("torchao").level
-        logging.getLogger("torchao").setLevel(logging.ERROR)
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc: object) -> None:
-        self._warnings.__exit__(*exc)
-        logging.getLogger("torchao").setLevel(self._level)
 
 
 # -- what the loader calls -------------------------------------------------------------------------------------
