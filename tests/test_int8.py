@@ -26,7 +26,8 @@ from zerank_integrations.scoring import clear_model_cache
 from zerank_integrations.scoring.quantization import CACHE_ENV, check_quantization
 from zerank_integrations.scoring.threads import THREADS_ENV, available_cores
 
-pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
 pytest.importorskip("torchao")
 
 MAX_DPROB = 0.03  # measured on these tiny random checkpoints: 0.023 (qwen3-reranker); see BENCHMARKS.md
@@ -73,6 +74,30 @@ def test_int8_scores_stay_within_the_bound_and_the_cache_is_reused(
     assert _prepared(caplog) == 1
     assert np.array_equal(np.array(again.score(query, passages)), quantized)
     assert [p for p in int8_cache.iterdir() if not p.name.startswith(".")] == entries
+
+
+def test_int8_encoder_runs_int8_weights_and_a_pairs_batch_barely_matters(
+    family_checkpoints: dict[str, Path], passages: list[str], int8_cache: Path
+) -> None:
+    import openvino
+    import torch
+
+    checkpoint = str(family_checkpoints["cross-encoder"])
+    linears = sum(isinstance(m, torch.nn.Linear) for m in ZerankScorer(checkpoint).loaded_model.forward.model.modules())
+    scorer = ZerankScorer(checkpoint, quantization="int8")
+    encoder = scorer.loaded_model.forward.model
+    prepared = openvino.Core().read_model(str(encoder.path))
+    int8 = [
+        op
+        for op in prepared.get_ops()
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0) == openvino.Type.i8
+    ]
+    assert linears > 0 and len(int8) >= linears  # every linear weight is stored in int8
+    query = "Which cells respond to the treatment?"
+    together = scorer.score(query, passages, raw=True)
+    alone = [scorer.score(query, [passage], raw=True)[0] for passage in passages]
+    # activations are quantized per token, not per batch: the company a pair keeps moves it by kernel rounding only
+    np.testing.assert_allclose(together, alone, atol=2e-3)
 
 
 def test_int8_prefix_reuse_matches_full_prompts(
@@ -181,6 +206,8 @@ def test_int8_embedder_stays_close_to_float32(passages: list[str], int8_cache: P
     assert (vectors * exact).sum(1).min() >= 0.98
     ranking = np.argsort(-(vectors @ exact[0]))
     assert ranking[0] == 0
+    alone = np.concatenate([embedder.encode([passage]) for passage in passages])
+    np.testing.assert_allclose(vectors, alone, atol=5e-3)  # per-token activation scales: batches barely matter
     with pytest.raises(ValueError, match="quantization must be None or 'int8'"):
         SentenceTransformerEmbedder(quantization="int4")
 

@@ -150,7 +150,7 @@ SCORER_OPTIONS: tuple[ScorerOption, ...] = (
     ScorerOption(
         "quantization",
         Literal["int8"],
-        "int8: the CPU int8 path (ONNX Runtime for cross-encoders, torchao for causal rerankers; weights prepared "
+        "int8: the CPU int8 path (OpenVINO for cross-encoders, torchao for causal rerankers; weights prepared "
         "once and cached; needs the [int8] extra). Default: float32, exact",
         cli_choices=("int8",),
     ),

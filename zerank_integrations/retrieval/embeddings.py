@@ -244,7 +244,7 @@ _INT8: dict[str, Any] = {}  # canonical name -> _Int8Encoder, or None after a fa
 
 
 def _int8_encoder(canonical: str, model: Any) -> _Int8Encoder | None:
-    """The int8 ONNX Runtime copy of ``model``'s encoder (prepared once, cached on disk); ``None`` after one
+    """The int8 OpenVINO copy of ``model``'s encoder (prepared once, cached on disk); ``None`` after one
     warning when the pipeline is not Transformer + mean/CLS Pooling (+ Normalize) or the engine refuses it."""
     with _MODELS_LOCK:
         if canonical in _INT8:
@@ -268,7 +268,7 @@ class _Int8Encoder:
 
     @classmethod
     def build(cls, canonical: str, model: Any) -> _Int8Encoder:
-        from zerank_integrations.scoring.quantization import QuantizationUnavailable, cache_root, int8_onnx
+        from zerank_integrations.scoring.quantization import QuantizationUnavailable, cache_root, int8_openvino
 
         kinds = [type(module).__name__ for module in model]
         pooling = getattr(model[1], "pooling_mode", None) if len(kinds) > 1 else None
@@ -295,7 +295,7 @@ class _Int8Encoder:
         inputs = ("input_ids", "attention_mask")
         if "token_type_ids" in inspect.signature(encoder.forward).parameters:
             inputs += ("token_type_ids",)
-        session = int8_onnx(encoder, inputs, "last_hidden_state", folder, cache_root(None))
+        session = int8_openvino(encoder, inputs, "last_hidden_state", folder, cache_root(None))
         return cls(session, model.tokenizer, int(model.max_seq_length), pooling)
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """How many CPU threads one process computes with, so that several processes on one machine share its cores.
 
-torch (and ONNX Runtime) start one compute thread per core in *every* process: two servers, or a server and an
+torch (and OpenVINO) start one compute thread per core in *every* process: two servers, or a server and an
 ingest, on one laptop each run a thread per core and the cores are oversubscribed (each pass waits on threads
 the other process is running). The rule here, applied once per process when the first scorer or embedder
 loads:
@@ -71,13 +71,13 @@ def lease_cores(folder: Path | None = None) -> int:
 
 def intra_op_threads(threads: int | None = None) -> int:
     """The thread count of this process: ``threads`` if given, else ``$ZERANK_THREADS``, else leased cores
-    (decided once; what torch and every ONNX Runtime session of the process use)."""
+    (decided once; what torch and every OpenVINO model of the process use)."""
     global _chosen
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be a positive int or None, got {threads!r}")
         with _lock:
-            _chosen = threads  # what later ONNX Runtime sessions of this process use too
+            _chosen = threads  # what later OpenVINO models of this process use too
         return threads
     with _lock:
         if _chosen is None:
