@@ -121,11 +121,11 @@ def ort_runners(fp32: Path, work: Path) -> dict[str, Runner]:
 
 def openvino_runners(model: object, folder: Path, work: Path, fp32: Path, calibration: list) -> dict[str, Runner]:
     """OpenVINO schemes on the same export; "ours" is the library's own path (``int8_openvino``)."""
-    import nncf
-    import openvino
     import torch
 
-    from zerank_integrations.scoring.quantization import DYNAMIC_GROUP, int8_openvino
+    from zerank_integrations.scoring.quantization import DYNAMIC_GROUP, _import_without_telemetry, int8_openvino
+
+    nncf, openvino = _import_without_telemetry("nncf"), _import_without_telemetry("openvino")
 
     core = openvino.Core()
     base = {"INFERENCE_NUM_THREADS": 1, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}

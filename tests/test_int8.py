@@ -100,6 +100,41 @@ def test_int8_encoder_runs_int8_weights_and_a_pairs_batch_barely_matters(
     np.testing.assert_allclose(together, alone, atol=2e-3)
 
 
+_SCORE_INT8 = textwrap.dedent(
+    """
+    import os, sys
+    from zerank_integrations import ZerankScorer
+    print(ZerankScorer(sys.argv[1], quantization="int8").score("q", ["a passage"])[0])
+    print(os.environ.get("CI"), os.environ.get("NNCF_CI"))
+    """
+)
+
+
+def test_int8_sends_no_openvino_or_nncf_usage_events(family_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "NNCF_CI")}
+    control = tmp_path / "control-home"
+    control.mkdir()
+    subprocess.run([sys.executable, "-c", "import openvino"], env={**env, "HOME": str(control)}, check=True)
+    # openvino-telemetry writes its client id under ~/intel once it has consent to send: a plain import does
+    assert (control / "intel").is_dir(), "a plain 'import openvino' no longer records telemetry: revisit this test"
+    home = tmp_path / "home"
+    home.mkdir()
+    env.update(HOME=str(home), ZERANK_INT8_CACHE=str(tmp_path / "cache"), ZERANK_THREADS="1")
+    for _ in range(2):  # preparing the int8 model, then a start that reads it from the cache
+        done = subprocess.run(
+            [sys.executable, "-c", _SCORE_INT8, str(family_checkpoints["cross-encoder"])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        score, switches = done.stdout.splitlines()
+        assert 0.0 < float(score) < 1.0
+        assert switches == "None None"  # the switches were set around the imports only
+    assert not (home / "intel").exists()
+
+
 def test_int8_prefix_reuse_matches_full_prompts(
     family_checkpoints: dict[str, Path], passages: list[str], int8_cache: Path
 ) -> None:

@@ -82,16 +82,23 @@ def engine_versions(engine: str) -> dict[str, str]:
     """The versions whose change invalidates what the engine wrote."""
     versions = {"recipe": str(RECIPE_VERSION), "torch": torch.__version__.split("+")[0]}
     if engine == "openvino":
-        import nncf
-        import openvino
-
+        openvino = _import_without_telemetry("openvino")
         versions["openvino"] = openvino.get_version()
-        versions["nncf"] = nncf.__version__
+        versions["nncf"] = _installed_version("nncf")  # not imported: a cached model does not need it
     else:
         import torchao
 
         versions["torchao"] = torchao.__version__
     return versions
+
+
+def _installed_version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def checkpoint_fingerprint(folder: Path) -> dict[str, str]:
@@ -180,7 +187,7 @@ class OpenVinoEncoder(torch.nn.Module):
 
     def __init__(self, path: Path, output: str, threads: int | None = None) -> None:
         super().__init__()
-        import openvino
+        openvino = _import_without_telemetry("openvino")
 
         config = {
             "INFERENCE_NUM_THREADS": intra_op_threads(threads),
@@ -224,18 +231,20 @@ def int8_openvino(
     """``model`` (a transformers encoder) as an int8 OpenVINO model: exported, converted and its linear weights
     compressed to int8 on first use, read from the cache afterwards."""
     try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
+        _import_without_telemetry("openvino")
     except ImportError as error:
-        raise QuantizationUnavailable(f"openvino and nncf are not installed: {_INSTALL}") from error
+        raise QuantizationUnavailable(f"openvino is not installed: {_INSTALL}") from error
     entry = CacheEntry.of(root, checkpoint, "openvino", f"{type(model).__name__}:{output}:{','.join(inputs)}")
     path = entry.ready("model.xml")
     if path is None:
 
         def write(target: Path) -> None:
-            import nncf
-            import openvino
+            openvino = _import_without_telemetry("openvino")
 
+            try:
+                nncf = _import_without_telemetry("nncf")
+            except ImportError as error:
+                raise QuantizationUnavailable(f"nncf is not installed: {_INSTALL}") from error
             exported = target.with_name("model.fp32.onnx")
             _export(model, inputs, output, exported)
             nncf_logger = logging.getLogger("nncf")
@@ -244,7 +253,9 @@ def int8_openvino(
             try:  # its progress bar goes to stderr, never into a command's stdout (``search --json``)
                 with contextlib.redirect_stdout(sys.stderr):
                     compressed = nncf.compress_weights(
-                        openvino.convert_model(str(exported)), mode=nncf.CompressWeightsMode.INT8_SYM
+                        # read_model, not convert_model: the converter sends usage events unless opted out
+                        openvino.Core().read_model(str(exported)),
+                        mode=nncf.CompressWeightsMode.INT8_SYM,
                     )
             finally:
                 nncf_logger.setLevel(level)
@@ -260,7 +271,41 @@ def int8_openvino(
             raise
         except Exception as error:  # the exporter's and converter's failures are many and unlisted
             raise QuantizationUnavailable(f"export to OpenVINO failed: {type(error).__name__}: {error}") from error
-    return OpenVinoEncoder(path, output, threads)
+    try:
+        return OpenVinoEncoder(path, output, threads)
+    except RuntimeError as error:  # OpenVINO's own errors, e.g. a CPU plugin without one of the settings
+        raise QuantizationUnavailable(f"OpenVINO cannot compile the int8 model: {error}") from error
+
+
+_IMPORT_LOCK = threading.Lock()
+#: What OpenVINO's and NNCF's usage telemetry read, once, when they are imported: with these set they send
+#: nothing (``CI=true``: openvino-telemetry's "running in CI"; ``NNCF_CI``: NNCF's own switch).
+_NO_TELEMETRY = {"CI": "true", "NNCF_CI": "1"}
+
+
+def _import_without_telemetry(name: str) -> Any:
+    """Import ``openvino`` or ``nncf`` with their usage events off.
+
+    Both send anonymous usage events to Google Analytics by default (``import openvino`` sends one; so does each
+    NNCF call) unless the user opted out with OpenVINO's ``opt_in_out --opt_out``. A user who asked this library
+    for int8 scoring did not ask for that, so the switches they honour are set around the import, and only
+    then. A process that imported them itself keeps its own choice.
+    """
+    import importlib
+
+    with _IMPORT_LOCK:
+        if name not in sys.modules:
+            previous = {key: os.environ.get(key) for key in _NO_TELEMETRY}
+            os.environ.update(_NO_TELEMETRY)
+            try:
+                importlib.import_module(name)
+            finally:
+                for key, value in previous.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+        return sys.modules[name]
 
 
 def _export(model: torch.nn.Module, inputs: tuple[str, ...], output: str, path: Path) -> None:
