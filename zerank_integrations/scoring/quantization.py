@@ -201,7 +201,8 @@ class OpenVinoEncoder(torch.nn.Module):
         self.input_names = tuple(port.any_name for port in self.compiled.inputs)
         #: what the ops outside the int8 linear layers compute in: OpenVINO's default, bf16 where the CPU has
         #: native bf16 (AVX512-BF16, AMX), else f32
-        self.precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        logger.info("int8 OpenVINO model %s: linear layers int8, other ops %s", path.parent.name, self.precision)
         self.output = output
         self.path = path
 
