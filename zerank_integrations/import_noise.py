@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["KnownNoise", "install_import_noise_filter"]
+__all__ = ["install_import_noise_filter"]
 
 _NOISE: dict[str, tuple[str, ...]] = {
     "torchao": ("Failed to load ",),
@@ -19,7 +19,7 @@ _NOISE: dict[str, tuple[str, ...]] = {
 }
 
 
-class KnownNoise(logging.Filter):
+class _KnownNoise(logging.Filter):
     """Drop records below ERROR whose message contains one of ``fragments``."""
 
     def __init__(self, fragments: tuple[str, ...]) -> None:
@@ -37,5 +37,5 @@ def install_import_noise_filter() -> None:
     """Attach the filter once per logger (idempotent)."""
     for name, fragments in _NOISE.items():
         logger = logging.getLogger(name)
-        if not any(isinstance(existing, KnownNoise) for existing in logger.filters):
-            logger.addFilter(KnownNoise(fragments))
+        if not any(isinstance(existing, _KnownNoise) for existing in logger.filters):
+            logger.addFilter(_KnownNoise(fragments))

@@ -204,7 +204,7 @@ class ChromaStore:
         The name is checked first (:class:`CollectionNameError` says what Chroma would refuse).
         ``embedding_model=None`` means "the model recorded in the collection" (all-MiniLM-L6-v2 for a new
         one); naming a different model than the recorded one raises :class:`EmbedderMismatchError`.
-        ``embedding_quantization="int8"`` embeds on the int8 CPU path (vectors within cosine 0.97 of float32;
+        ``embedding_quantization="int8"`` embeds on the int8 CPU path (vectors within cosine 0.99 of float32;
         the collection's model stays the same, so float32 and int8 vectors can share it).
         """
         from zerank_integrations.retrieval.chroma_embedding import ChromaEmbeddingFunction

@@ -1,14 +1,14 @@
 """The opt-in int8 CPU path (``quantization="int8"``): weights quantized once, cached, reused at every start.
 
-Two engines, each chosen by measurement on this library's own shapes (BENCHMARKS.md, "int8 engines"):
+Two engines, each chosen by measurement on this library's own shapes (BENCHMARKS.md, "int8 CPU path"):
 
 - **Encoders** (cross-encoders, the embedder): OpenVINO. The model is exported once with ``torch.onnx``,
-  converted by OpenVINO, and its linear weights compressed to int8 per output channel by NNCF
+  read by OpenVINO, and its linear weights compressed to int8 per output channel by NNCF
   (``compress_weights``, no calibration data); at run time OpenVINO's CPU plugin quantizes each token's
   activations per group of ``DYNAMIC_GROUP`` channels and runs the linear layers on int8 (VNNI) kernels, the rest
   in its default precision (bf16 on CPUs with native bf16, else f32). Encoders are bidirectional, so nothing is
-  lost by leaving torch: batches are the same length-sorted, token-budget, right-padded rows. Measured 1.25-1.4x
-  faster than ONNX Runtime's dynamic int8 on the same export, drifting less (BENCHMARKS.md, "int8 engines").
+  lost by leaving torch: batches are the same length-sorted, token-budget, right-padded rows. Measured 1.2-1.3x
+  faster than ONNX Runtime's dynamic int8 on the same export, drifting less on the trained encoder.
 - **Causal LMs** (zerank, Qwen3-Reranker, mxbai): torchao's int8 dynamic-activation int8-weight tensors
   (``Int8DynamicActivationInt8WeightConfig``: per-row activations, per-channel weights) replace the body's
   linear weights in place (the MLP's ``down_proj`` stays float32, see ``KEEP_FLOAT32``), so every torch code
@@ -232,7 +232,7 @@ def int8_openvino(
     """``model`` (a transformers encoder) as an int8 OpenVINO model: exported, converted and its linear weights
     compressed to int8 on first use, read from the cache afterwards."""
     try:
-        _import_without_telemetry("openvino")
+        openvino = _import_without_telemetry("openvino")
     except ImportError as error:
         raise QuantizationUnavailable(f"openvino is not installed: {_INSTALL}") from error
     entry = CacheEntry.of(root, checkpoint, "openvino", f"{type(model).__name__}:{output}:{','.join(inputs)}")
@@ -240,8 +240,6 @@ def int8_openvino(
     if path is None:
 
         def write(target: Path) -> None:
-            openvino = _import_without_telemetry("openvino")
-
             try:
                 nncf = _import_without_telemetry("nncf")
             except ImportError as error:
